@@ -1,0 +1,142 @@
+"""Decode uploaded photos into upright RGB images, and render previews.
+
+Every decode failure is an `ImageDecodeError` with a stable `code`:
+- `not_an_image`: the bytes are not a supported image format;
+- `corrupt_image`: the format is known but the data is truncated or broken;
+- `image_too_large`: more pixels than the caller allows (checked from the header, before decoding).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Pillow's default, set explicitly: a truncated upload must fail, not decode into grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Limiting formats keeps rarely used decoders away from uploads (JPEG also opens cameras' MPO files).
+FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "TIFF", "BMP", "GIF")
+Image.init()  # registers every plugin, so `formats=` can name them all
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
+
+
+class ImageDecodeError(ValueError):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def decode_image(source: bytes | Path, *, max_pixels: int) -> Image.Image:
+    """Full-resolution RGB image, EXIF orientation applied."""
+    img = _open(source, max_pixels=max_pixels)
+    return _finish(img)
+
+
+def decode_downscaled(source: bytes | Path, *, max_pixels: int, long_side: int) -> tuple[Image.Image, float]:
+    """RGB image with long side at most `long_side`, and the factor back to full-resolution pixels.
+
+    JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly, which is much faster; use it for
+    previews or a quick look, never for face crops (those come from `decode_image`).
+    """
+    img = _open(source, max_pixels=max_pixels)
+    full_long = max(img.size)
+    if img.format in ("JPEG", "MPO") and full_long > long_side:
+        img.draft("RGB", _draft_size(img.size, long_side))
+    small, _ = downscale(_finish(img), long_side)
+    return small, full_long / max(small.size)
+
+
+def downscale(img: Image.Image, long_side: int) -> tuple[Image.Image, float]:
+    """A copy with the long side at most `long_side` (never upscaled) and the factor original/new."""
+    w, h = img.size
+    if max(w, h) <= long_side:
+        return img, 1.0
+    factor = max(w, h) / long_side
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0), factor
+
+
+def render_jpeg(img: Image.Image, long_side: int, quality: int = 85) -> bytes:
+    """JPEG bytes for galleries (~1600) and thumbnails (~400); metadata such as GPS is not copied."""
+    small, _ = downscale(img, long_side)
+    buf = io.BytesIO()
+    small.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB array, the input the face backends take."""
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _draft_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    factor = max(size) / long_side
+    return (max(1, int(size[0] / factor)), max(1, int(size[1] / factor)))
+
+
+def _open(source: bytes | Path, *, max_pixels: int) -> Image.Image:
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        # We apply our own `max_pixels`; Pillow's global limit would only warn or fail differently.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("image_too_large", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not_an_image", "not a JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF image") from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageDecodeError("corrupt_image", f"unreadable header: {exc}") from exc
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageDecodeError("corrupt_image", f"invalid size {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageDecodeError("image_too_large", f"{w}x{h} is over the limit of {max_pixels} pixels")
+    return img
+
+
+def _finish(img: Image.Image) -> Image.Image:
+    try:
+        img.load()  # decode everything now so truncation surfaces here, not in a later resize
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("image_too_large", str(exc)) from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageDecodeError("corrupt_image", f"broken image data: {exc}") from exc
+    img = _upright(img)
+    try:
+        return _to_rgb(img)
+    except ValueError as exc:
+        raise ImageDecodeError("not_an_image", f"unsupported colour mode {img.mode}") from exc
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - broken EXIF should not lose the photo; keep it as stored
+        return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(img))).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    # 16-bit greyscale PNG/TIFF: Pillow's own convert would clip everything above 255 to white.
+    if values.dtype.kind == "f":
+        peak = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+        return np.clip(values / peak * 255.0, 0, 255).astype(np.uint8)
+    scale = 257 if values.max(initial=0) > 255 or values.dtype.itemsize == 2 else 1
+    return np.clip(values // scale, 0, 255).astype(np.uint8)
