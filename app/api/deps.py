@@ -1,0 +1,53 @@
+"""Request dependencies: settings, photo store, unit of work, API key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.config import Settings
+from app.db import ApiKey
+from app.db.session import UnitOfWork, unit_of_work
+from app.services import api_keys
+from app.storage import PhotoStore
+
+bearer = HTTPBearer(auto_error=False, description="An organiser key from `finishline create-key`")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> PhotoStore:
+    return request.app.state.store
+
+
+def get_uow_factory(request: Request) -> Callable[[], AbstractContextManager[UnitOfWork]]:
+    state = request.app.state
+    return lambda: unit_of_work(state.make_session, state.sender)
+
+
+def get_uow(request: Request) -> Iterator[UnitOfWork]:
+    # scope="function" below: commit before the response is sent, so a client that reads
+    # right after a 201 sees the row, and a failed commit is reported instead of hidden.
+    with get_uow_factory(request)() as uow:
+        yield uow
+
+
+UoW = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[PhotoStore, Depends(get_store)]
+UowFactory = Annotated[Callable[[], AbstractContextManager[UnitOfWork]], Depends(get_uow_factory)]
+
+
+def require_api_key(
+    uow: UoW, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> ApiKey:
+    return api_keys.authenticate(uow, credentials.credentials if credentials else None)
+
+
+ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]

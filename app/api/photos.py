@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW, UowFactory
+from app.db import Face, Photo
+from app.errors import AppError, PayloadTooLarge, Unprocessable
+from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
+from app.services import events as event_service
+from app.services import photos as photo_service
+from app.services.uploads import Uploader, UploadLimits
+
+router = APIRouter(tags=["photos"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                     "description": "JPEG, PNG or ZIP files (repeat the field)"}},
+        }}},
+    }
+}
+
+
+def photo_out(photo: Photo, faces: list[Face]) -> PhotoOut:
+    return PhotoOut(
+        id=photo.id, event_id=photo.event_id, filename=photo.filename, sha256=photo.sha256,
+        size_bytes=photo.size_bytes, status=photo.status, error=photo.error, width=photo.width,
+        height=photo.height, created_at=photo.created_at,
+        faces=[FaceOut(id=f.id, box=f.box, score=f.score) for f in faces],
+    )
+
+
+async def _read_form(request: Request, max_files: int) -> FormData:
+    try:
+        return await request.form(max_files=max_files, max_fields=100)
+    except AppError:
+        raise
+    except Exception as exc:  # starlette reports too many files / broken multipart this way
+        detail = getattr(exc, "detail", None) or str(exc) or "malformed multipart body"
+        if "Too many files" in detail:
+            raise PayloadTooLarge(f"{detail} (at most {max_files} per request)", code="too_many_files") from exc
+        raise Unprocessable(detail, code="malformed_upload") from exc
+
+
+@router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY)
+async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
+                        settings: SettingsDep, store: StoreDep, _key: ApiKeyDep) -> UploadOut:
+    await run_in_threadpool(event_service.get_event, uow, event_id)
+    form = await _read_form(request, settings.max_files_per_request)
+    try:
+        files = [value for value in form.getlist("files") if isinstance(value, UploadFile)]
+        if not files:
+            raise Unprocessable("Send one or more files in the multipart field `files`.", code="no_files")
+        limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels)
+        uploader = Uploader(open_uow, store, settings.data_dir / "tmp", limits, event_id)
+        for upload in files:
+            await run_in_threadpool(uploader.add_file, upload.filename or "unnamed", upload.file)
+    finally:
+        await form.close()
+    return UploadOut(
+        photos=[UploadedPhotoOut(**p.__dict__) for p in uploader.report.photos],
+        rejected=[RejectedOut(**r.__dict__) for r in uploader.report.rejected],
+    )
+
+
+@router.get("/events/{event_id}/photos", response_model=PhotoPage)
+def list_photos(event_id: str, uow: UoW, _key: ApiKeyDep,
+                status: Literal["pending", "processing", "done", "failed"] | None = None,
+                limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> PhotoPage:
+    event_service.get_event(uow, event_id)
+    photos, next_cursor = photo_service.list_photos(uow, event_id, status=status, limit=limit, cursor=cursor)
+    faces = photo_service.faces_of(uow, [p.id for p in photos])
+    return PhotoPage(items=[photo_out(p, faces[p.id]) for p in photos], next_cursor=next_cursor)
+
+
+@router.get("/photos/{photo_id}", response_model=PhotoOut)
+def get_photo(photo_id: str, uow: UoW, _key: ApiKeyDep) -> PhotoOut:
+    photo = photo_service.get_photo(uow, photo_id)
+    return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])

@@ -1,0 +1,132 @@
+"""Settings: one object, read from the environment once at start-up, passed to whoever needs it.
+
+The defaults are the embedded single-machine setup: SQLite, a local photo folder and a broker
+that needs no server, all under FINISHLINE_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets people copy from examples; refusing them beats signing gallery links with "changeme".
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change", "xxx", ""}
+# Default cosine thresholds per face backend (README: "Matching threshold" has the calibration).
+DEFAULT_MATCH_THRESHOLDS = {"yunet-sface": 0.48, "facenet": 0.60}
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    # --- the public contract (API.md) ---
+    data_dir: Path = Field(Path("./data"), validation_alias=_env("FINISHLINE_DATA_DIR"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    storage_url: str | None = Field(None, validation_alias=_env("STORAGE_URL"))
+    smtp_host: str | None = Field(None, validation_alias=_env("SMTP_HOST"))
+    smtp_port: int = Field(25, validation_alias=_env("SMTP_PORT"))
+    smtp_user: str | None = Field(None, validation_alias=_env("SMTP_USER"))
+    smtp_password: str | None = Field(None, validation_alias=_env("SMTP_PASSWORD"))
+    smtp_from: str = Field("Finishline <photos@localhost>", validation_alias=_env("SMTP_FROM"))
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        "none", validation_alias=_env("SMTP_SECURITY")
+    )
+    public_base_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PUBLIC_BASE_URL"))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("FINISHLINE_DEVICE"))
+    secret_key: str | None = Field(None, validation_alias=_env("FINISHLINE_SECRET_KEY"))
+
+    # --- our own knobs ---
+    face_backend: Literal["yunet-sface", "facenet"] = Field(
+        "yunet-sface", validation_alias=_env("FINISHLINE_FACE_BACKEND")
+    )
+    facenet_weights: Literal["casia", "vggface2"] = Field(
+        "casia", validation_alias=_env("FINISHLINE_FACENET_WEIGHTS")
+    )
+    detect_long_side: int = Field(1600, ge=320, validation_alias=_env("FINISHLINE_DETECT_LONG_SIDE"))
+    min_face_px: int = Field(24, ge=8, validation_alias=_env("FINISHLINE_MIN_FACE_PX"))
+    embed_batch_size: int = Field(32, ge=1, validation_alias=_env("FINISHLINE_EMBED_BATCH_SIZE"))
+    max_file_bytes: int = Field(60 * 2**20, validation_alias=_env("FINISHLINE_MAX_FILE_BYTES"))
+    max_request_bytes: int = Field(4 * 2**30, validation_alias=_env("FINISHLINE_MAX_REQUEST_BYTES"))
+    max_image_pixels: int = Field(120_000_000, validation_alias=_env("FINISHLINE_MAX_IMAGE_PIXELS"))
+    max_files_per_request: int = Field(5000, validation_alias=_env("FINISHLINE_MAX_FILES_PER_REQUEST"))
+    # A photo queued or claimed longer than this is re-queued by the sweeper (lost message, dead worker).
+    stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
+    sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))
+    worker_concurrency: int | None = Field(None, validation_alias=_env("FINISHLINE_WORKER_CONCURRENCY"))
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _refuse_placeholders(cls, value: str | None) -> str | None:
+        if value is not None and (value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < 16):
+            raise ValueError(
+                "FINISHLINE_SECRET_KEY is a placeholder or shorter than 16 characters; "
+                "set a long random value (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
+
+    # --- derived values ---
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'finishline.db').resolve()}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def photos_dir(self) -> Path:
+        return self.data_dir / "photos"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def default_match_threshold(self) -> float:
+        return DEFAULT_MATCH_THRESHOLDS[self.face_backend]
+
+    @cached_property
+    def signing_key(self) -> str:
+        """FINISHLINE_SECRET_KEY, or on the embedded setup a random key kept in the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        key_file = self.data_dir / "secret_key"
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = key_file.with_name(f"secret_key.{secrets.token_hex(8)}.tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, key_file)  # first writer wins; API and worker may race on first start
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return key_file.read_text().strip()
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin
+
+
+class Face(IdMixin, Base):
+    """A face found in a photo. The box is in the original photo's pixels (after EXIF orientation)."""
+
+    __tablename__ = "faces"
+    __table_args__ = (Index(None, "event_id", "model_id"),)
+
+    photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    size_px: Mapped[float] = mapped_column(Float)  # the box's smaller side, for tuning the size gate
+    landmarks: Mapped[list] = mapped_column(JSON)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    model_id: Mapped[str] = mapped_column(String(100))  # never compare vectors of different models
+
+    @property
+    def box(self) -> list[float]:
+        return [self.x1, self.y1, self.x2, self.y2]

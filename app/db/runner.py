@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin, utcnow
+
+
+class Runner(IdMixin, Base):
+    __tablename__ = "runners"
+
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    bib: Mapped[str | None] = mapped_column(String(40))
+    consent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    selfie_key: Mapped[str | None] = mapped_column(String(300))  # erased once embedded
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    model_id: Mapped[str | None] = mapped_column(String(100))
+    unsubscribed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

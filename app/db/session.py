@@ -1,0 +1,86 @@
+"""Engine and unit of work.
+
+Services take a UnitOfWork and never commit; whoever opened it (a request dependency or a task
+wrapper) commits or rolls back. Work that must only happen once the rows are visible to other
+processes, like sending a Celery task, is registered with `after_commit` and dropped on rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            # WAL lets the API read while a worker writes; foreign keys are off by default in SQLite.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+class TaskSender(Protocol):
+    def send(self, task_name: str, *args: object) -> None: ...
+
+
+class UnitOfWork:
+    def __init__(self, session: Session, sender: TaskSender | None = None) -> None:
+        self.session = session
+        self.sender = sender
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._after_commit.append(callback)
+
+    def send_task(self, task_name: str, *args: object) -> None:
+        """Queue a Celery task once this transaction has committed (never if it rolls back)."""
+        if self.sender is None:
+            raise RuntimeError("this unit of work has no task sender")
+        sender = self.sender
+        self.after_commit(lambda: sender.send(task_name, *args))
+
+    def run_after_commit(self) -> None:
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the rows are committed; the sweeper re-sends what was not sent
+                log.exception("after-commit callback failed")
+
+
+@contextmanager
+def unit_of_work(
+    make_session: sessionmaker[Session], sender: TaskSender | None = None
+) -> Iterator[UnitOfWork]:
+    session = make_session()
+    uow = UnitOfWork(session, sender)
+    try:
+        yield uow
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    uow.run_after_commit()

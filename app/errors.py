@@ -1,0 +1,99 @@
+"""Domain errors with a stable `code`, and the one place that renders them as problem+json.
+
+AppError
+ ├─ Unauthorized (401)        ├─ NotFound (404)          ├─ Conflict (409)
+ ├─ PayloadTooLarge (413)     ├─ Unprocessable (422)     ├─ TooManyRequests (429)
+ └─ ServiceUnavailable (503)
+Services raise these; routes never build error responses themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    status = 400
+    title = "Bad request"
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+
+
+class Unauthorized(AppError):
+    status, title, code = 401, "Unauthorized", "unauthorized"
+
+
+class NotFound(AppError):
+    status, title, code = 404, "Not found", "not_found"
+
+
+class Conflict(AppError):
+    status, title, code = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status, title, code = 413, "Payload too large", "payload_too_large"
+
+
+class Unprocessable(AppError):
+    status, title, code = 422, "Unprocessable content", "invalid"
+
+
+class TooManyRequests(AppError):
+    status, title, code = 429, "Too many requests", "rate_limited"
+
+
+class ServiceUnavailable(AppError):
+    status, title, code = 503, "Service unavailable", "unavailable"
+
+
+def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None) -> JSONResponse:
+    body = {"type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
+            "detail": detail, "code": code}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem(exc.status, exc.title, exc.detail, exc.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return problem(422, "Unprocessable content", "; ".join(parts) or "invalid request", "validation_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+        return problem(exc.status_code, str(exc.detail), str(exc.detail),
+                       codes.get(exc.status_code, f"http_{exc.status_code}"))
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return problem(503, "Service unavailable", "The database is unavailable; try again shortly.",
+                       "database_unavailable", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return problem(500, "Internal server error", "An unexpected error occurred.", "internal_error")

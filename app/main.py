@@ -1,0 +1,48 @@
+"""The FastAPI application: routers, error handlers, and the resources it holds."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import events, health, photos
+from app.config import Settings, load_settings
+from app.db.session import make_engine, make_sessionmaker
+from app.errors import install_error_handlers
+from app.limits import BodySizeLimit
+from app.storage import make_store
+from worker.celery_app import create_celery
+from worker.dispatch import CelerySender
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Finishline", version="1.0.0", lifespan=lifespan,
+                  description="Gets race photos to the runners in them.")
+    celery = create_celery(settings)
+    app.state.settings = settings
+    app.state.make_session = make_sessionmaker(engine)
+    app.state.store = make_store(settings.storage_url, settings.photos_dir)
+    app.state.celery = celery
+    app.state.sender = CelerySender(celery)
+
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(health.router)
+    app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(photos.router, prefix=API_PREFIX)
+    settings.signing_key  # noqa: B018 - create the embedded secret now, not in a request
+    logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())
+    return app

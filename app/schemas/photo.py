@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class FaceOut(BaseModel):
+    id: str
+    box: list[float]  # x1, y1, x2, y2 in the original image's pixels (after EXIF orientation)
+    score: float
+
+
+class PhotoOut(BaseModel):
+    id: str
+    event_id: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    status: str
+    error: str | None
+    width: int | None
+    height: int | None
+    created_at: datetime
+    faces: list[FaceOut]
+
+
+class PhotoPage(BaseModel):
+    items: list[PhotoOut]
+    next_cursor: str | None
+
+
+class UploadedPhotoOut(BaseModel):
+    id: str
+    filename: str
+    status: str
+    duplicate: bool
+
+
+class RejectedOut(BaseModel):
+    filename: str
+    code: str
+    detail: str
+
+
+class UploadOut(BaseModel):
+    photos: list[UploadedPhotoOut]
+    rejected: list[RejectedOut]

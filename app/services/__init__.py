@@ -1,0 +1,1 @@
+"""Business rules, one module per domain. Each takes a UnitOfWork and never commits."""

@@ -1,0 +1,80 @@
+"""Events: creation, lookup and live statistics."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select
+
+from app.db import Event, Face, Match, Photo, PhotoStatus, Runner
+from app.db.session import UnitOfWork
+from app.errors import NotFound
+
+
+@dataclass(frozen=True)
+class EventStats:
+    photos: int
+    photos_pending: int
+    photos_processing: int
+    photos_done: int
+    photos_failed: int
+    faces: int
+    runners: int
+    matches: int
+
+
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:60] or "event"
+    # a random suffix keeps slugs unique and the selfie page hard to guess from the name alone
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def create_event(
+    uow: UnitOfWork, *, name: str, starts_on: date | None, match_threshold: float
+) -> Event:
+    event = Event(name=name, slug=slugify(name), starts_on=starts_on, match_threshold=match_threshold)
+    uow.session.add(event)
+    uow.session.flush()
+    return event
+
+
+def get_event(uow: UnitOfWork, event_id: str) -> Event:
+    event = uow.session.get(Event, event_id)
+    if event is None:
+        raise NotFound(f"No event with id {event_id!r}.", code="event_not_found")
+    return event
+
+
+def get_event_by_slug(uow: UnitOfWork, slug: str) -> Event:
+    event = uow.session.scalar(select(Event).where(Event.slug == slug))
+    if event is None:
+        raise NotFound(f"No event {slug!r}.", code="event_not_found")
+    return event
+
+
+def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
+    session = uow.session
+    by_status = dict(
+        session.execute(
+            select(Photo.status, func.count()).where(Photo.event_id == event_id).group_by(Photo.status)
+        ).all()
+    )
+
+    def count(model) -> int:
+        return session.scalar(select(func.count()).select_from(model).where(model.event_id == event_id)) or 0
+
+    return EventStats(
+        photos=sum(by_status.values()),
+        photos_pending=by_status.get(PhotoStatus.pending.value, 0),
+        photos_processing=by_status.get(PhotoStatus.processing.value, 0),
+        photos_done=by_status.get(PhotoStatus.done.value, 0),
+        photos_failed=by_status.get(PhotoStatus.failed.value, 0),
+        faces=count(Face),
+        runners=count(Runner),
+        matches=count(Match),
+    )

@@ -1,0 +1,113 @@
+"""The worker's stage for photos: decode, find and embed faces, store them with previews.
+
+Runs outside any request. The CNN work happens between two short transactions, so no database
+lock is held while a network runs: claim (commit) -> analyse -> store results (commit).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.config import Settings
+from app.db import Face
+from app.db.session import UnitOfWork, unit_of_work
+from app.services import photos as photo_service
+from app.storage import PhotoStore
+from models.image import ImageDecodeError, decode_image, render_jpeg
+from models.pipeline import FaceResult, analyse_images
+from models.types import FaceBackend
+
+log = logging.getLogger(__name__)
+PREVIEW_LONG_SIDE = 1600
+THUMB_LONG_SIDE = 400
+
+
+@dataclass(frozen=True)
+class ProcessingContext:
+    settings: Settings
+    make_session: object  # sessionmaker
+    store: PhotoStore
+    backend: FaceBackend
+    sender: object  # TaskSender
+
+
+def _decode(store: PhotoStore, key: str, max_pixels: int) -> Image.Image:
+    try:
+        with store.local_path(key) as path:
+            return decode_image(Path(path), max_pixels=max_pixels)
+    except FileNotFoundError as exc:
+        raise ImageDecodeError("missing_original", "the original file is missing from storage") from exc
+
+
+def face_rows(photo_id: str, event_id: str, model_id: str, results: list[FaceResult]) -> list[Face]:
+    return [
+        Face(photo_id=photo_id, event_id=event_id, model_id=model_id,
+             x1=r.box[0], y1=r.box[1], x2=r.box[2], y2=r.box[3], score=float(r.score),
+             size_px=float(min(r.box[2] - r.box[0], r.box[3] - r.box[1])),
+             landmarks=[[float(x), float(y)] for x, y in r.landmarks],
+             embedding=np.asarray(r.embedding, dtype=np.float32).tobytes())
+        for r in results
+    ]
+
+
+def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str) -> dict[str, str]:
+    """Process the given photos (one batch through the networks); returns each one's outcome."""
+    settings = ctx.settings
+    stale_after = timedelta(seconds=settings.stale_after_s)
+    with unit_of_work(ctx.make_session) as uow:
+        claimed = {}
+        for photo_id in photo_ids:
+            photo = photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=stale_after)
+            if photo is not None:
+                claimed[photo.id] = (photo.storage_key, photo.event_id)
+    outcomes = {pid: "skipped" for pid in photo_ids if pid not in claimed}
+
+    images: dict[str, Image.Image] = {}
+    for photo_id, (key, _) in claimed.items():
+        try:
+            images[photo_id] = _decode(ctx.store, key, settings.max_image_pixels)
+        except ImageDecodeError as exc:
+            _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
+            outcomes[photo_id] = "failed"
+
+    ids = list(images)
+    results = analyse_images([images[i] for i in ids], ctx.backend,
+                             detect_long_side=settings.detect_long_side,
+                             min_face_px=settings.min_face_px)
+    for photo_id, faces in zip(ids, results):
+        image = images.pop(photo_id)
+        event_id = claimed[photo_id][1]
+        preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
+        thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
+        ctx.store.put_bytes(preview_key, render_jpeg(image, PREVIEW_LONG_SIDE))
+        ctx.store.put_bytes(thumb_key, render_jpeg(image, THUMB_LONG_SIDE))
+        with unit_of_work(ctx.make_session, ctx.sender) as uow:
+            photo = photo_service.get_photo(uow, photo_id)
+            if photo.claimed_by != task_id:  # our claim went stale and another task took over
+                outcomes[photo_id] = "lost_claim"
+                continue
+            photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, faces))
+            photo_service.mark_done(uow, photo, width=image.width, height=image.height,
+                                    preview_key=preview_key, thumb_key=thumb_key)
+            on_photo_done(uow, photo)
+        outcomes[photo_id] = "done"
+    return outcomes
+
+
+def on_photo_done(uow: UnitOfWork, photo) -> None:
+    """Hook for what follows a processed photo (matching its faces against the event's runners)."""
+
+
+def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
+    with unit_of_work(ctx.make_session) as uow:
+        photo = photo_service.get_photo(uow, photo_id)
+        if photo.claimed_by == task_id:
+            photo_service.mark_failed(uow, photo, error)
+    log.info("photo %s failed: %s", photo_id, error)
+

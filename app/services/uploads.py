@@ -1,0 +1,258 @@
+"""Uploads: every file either becomes a photo or a `rejected` entry with a reason.
+
+Files are streamed to a staging file while being hashed, so neither a 40 MB photo nor a 2 GB
+zip is ever held in memory whole. Zips are expanded here, one member at a time, with limits on
+sizes and compression ratio (zip bombs); member names are only ever displayed, never used as
+paths (zip-slip). Each new photo is queued for the worker once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, ContextManager
+
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.db import Photo, PhotoStatus, new_id, utcnow
+from app.db.session import UnitOfWork
+from app.storage import PhotoStore
+from worker.dispatch import PROCESS_PHOTO
+
+CHUNK = 1024 * 1024
+MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"PK\x03\x04": "zip", b"PK\x05\x06": "zip"}
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_file_bytes: int
+    max_image_pixels: int
+    max_archive_bytes: int = 16 * 2**30  # total uncompressed bytes read from one zip
+    max_archive_entries: int = 50_000
+    max_compression_ratio: float = 100.0  # photos barely compress; more than this is a bomb
+
+
+@dataclass(frozen=True)
+class UploadedPhoto:
+    id: str
+    filename: str
+    status: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Rejection:
+    filename: str
+    code: str
+    detail: str
+
+
+@dataclass
+class UploadReport:
+    photos: list[UploadedPhoto] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Staged:
+    path: Path
+    sha256: str
+    size: int
+    kind: str | None
+
+
+def clean_filename(name: str) -> str:
+    """A display name: no directories, no control characters, bounded length."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    return base[:255] or "unnamed"
+
+
+def sniff(head: bytes) -> str | None:
+    for magic, kind in MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def _stage(stream: BinaryIO, staging_dir: Path, max_bytes: int) -> _Staged:
+    """Copy `stream` to a new staging file, hashing it; raises _TooLarge past `max_bytes`."""
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
+    digest, size, head = hashlib.sha256(), 0, b""
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _TooLarge()
+                if len(head) < 16:
+                    head += chunk[:16]
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return _Staged(Path(name), digest.hexdigest(), size, sniff(head))
+
+
+def _image_header(path: Path) -> tuple[int, int]:
+    """Width and height from the header only (cheap); raises on a file Pillow cannot identify."""
+    with Image.open(path) as img:
+        return img.size
+
+
+class Uploader:
+    """Turns the files of one upload request into photos and rejections for one event.
+
+    Each photo is committed in its own short transaction (`open_uow`), not one per request: a
+    2 GB zip takes minutes to expand, and one long write transaction would lock SQLite against
+    the workers meanwhile. It also means photos already stored survive a failure later on.
+    """
+
+    def __init__(self, open_uow: Callable[[], ContextManager[UnitOfWork]], store: PhotoStore,
+                 staging_dir: Path, limits: UploadLimits, event_id: str) -> None:
+        self.open_uow, self.store, self.staging_dir = open_uow, store, staging_dir
+        self.limits, self.event_id = limits, event_id
+        self.report = UploadReport()
+
+    def reject(self, filename: str, code: str, detail: str) -> None:
+        self.report.rejected.append(Rejection(filename, code, detail))
+
+    def add_file(self, filename: str, stream: BinaryIO) -> None:
+        display = clean_filename(filename)
+        # a zip may be large; a photo is bounded by max_file_bytes
+        limit = max(self.limits.max_file_bytes, self.limits.max_archive_bytes)
+        try:
+            staged = _stage(stream, self.staging_dir, limit)
+        except _TooLarge:
+            self.reject(display, "file_too_large", f"larger than {limit} bytes")
+            return
+        try:
+            if staged.kind == "zip":
+                self._add_archive(display, staged.path)
+            else:
+                self._add_staged_image(display, staged)
+        finally:
+            staged.path.unlink(missing_ok=True)
+
+    def _add_archive(self, archive_name: str, path: Path) -> None:
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            self.reject(archive_name, "corrupt_archive", f"not a readable zip archive: {exc}")
+            return
+        with archive:
+            total = 0
+            members = [m for m in archive.infolist() if not m.is_dir() and not _is_hidden(m.filename)]
+            for index, member in enumerate(members):
+                display = f"{archive_name}/{''.join(c for c in member.filename if c.isprintable())[:500]}"
+                if index >= self.limits.max_archive_entries:
+                    self.reject(display, "archive_too_many_files",
+                                f"only the first {self.limits.max_archive_entries} files are read")
+                    continue
+                if member.flag_bits & 0x1:
+                    self.reject(display, "encrypted_entry", "encrypted zip entries are not supported")
+                    continue
+                if member.file_size > self.limits.max_file_bytes:
+                    self.reject(display, "file_too_large", f"larger than {self.limits.max_file_bytes} bytes")
+                    continue
+                ratio = member.file_size / max(member.compress_size, 1)
+                if member.file_size > CHUNK and ratio > self.limits.max_compression_ratio:
+                    self.reject(display, "suspicious_compression",
+                                f"compressed {ratio:.0f}:1, more than photos ever are (zip bomb?)")
+                    continue
+                if total + member.file_size > self.limits.max_archive_bytes:
+                    self.reject(display, "archive_too_large",
+                                f"archive expands past {self.limits.max_archive_bytes} bytes")
+                    continue
+                total += member.file_size
+                self._add_archive_member(archive, member, display)
+
+    def _add_archive_member(self, archive: zipfile.ZipFile, member: zipfile.ZipInfo, display: str) -> None:
+        try:
+            with archive.open(member) as stream:
+                staged = _stage(stream, self.staging_dir, self.limits.max_file_bytes)
+        except _TooLarge:
+            self.reject(display, "file_too_large", f"larger than {self.limits.max_file_bytes} bytes")
+            return
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+            self.reject(display, "corrupt_archive_entry", f"could not be extracted: {exc}")
+            return
+        try:
+            if staged.kind == "zip":
+                self.reject(display, "nested_archive", "zips inside zips are not expanded")
+            else:
+                self._add_staged_image(display, staged)
+        finally:
+            staged.path.unlink(missing_ok=True)
+
+    def _add_staged_image(self, display: str, staged: _Staged) -> None:
+        if staged.size == 0:
+            self.reject(display, "empty_file", "the file is empty")
+            return
+        if staged.size > self.limits.max_file_bytes:
+            self.reject(display, "file_too_large", f"larger than {self.limits.max_file_bytes} bytes")
+            return
+        if staged.kind not in CONTENT_TYPES:
+            self.reject(display, "unsupported_type", "not a JPEG, PNG or ZIP file")
+            return
+        try:
+            width, height = _image_header(staged.path)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            self.reject(display, "not_an_image", f"not a readable {staged.kind.upper()} image: {exc}")
+            return
+        except Image.DecompressionBombError:
+            self.reject(display, "image_too_large", "the image has far too many pixels")
+            return
+        if width * height > self.limits.max_image_pixels:
+            self.reject(display, "image_too_large",
+                        f"{width}x{height} is more than {self.limits.max_image_pixels} pixels")
+            return
+        self._save_photo(display, staged)
+
+    def _save_photo(self, display: str, staged: _Staged) -> None:
+        with self.open_uow() as uow:
+            result = self._insert_photo(uow, display, staged)
+        self.report.photos.append(result)
+
+    def _insert_photo(self, uow: UnitOfWork, display: str, staged: _Staged) -> UploadedPhoto:
+        existing = _find_duplicate(uow, self.event_id, staged.sha256)
+        if existing is None:
+            photo = Photo(id=new_id(), event_id=self.event_id, filename=display, sha256=staged.sha256,
+                          size_bytes=staged.size, content_type=CONTENT_TYPES[staged.kind],
+                          status=PhotoStatus.pending.value, queued_at=utcnow())
+            photo.storage_key = f"events/{self.event_id}/originals/{photo.id}.{staged.kind.replace('jpeg', 'jpg')}"
+            try:
+                with uow.session.begin_nested():
+                    uow.session.add(photo)
+            except IntegrityError:  # the same bytes arrived in a concurrent request
+                existing = _find_duplicate(uow, self.event_id, staged.sha256)
+            else:
+                self.store.put_file(photo.storage_key, staged.path)
+                uow.send_task(PROCESS_PHOTO, photo.id)
+                return UploadedPhoto(photo.id, display, photo.status, False)
+        assert existing is not None
+        return UploadedPhoto(existing.id, display, existing.status, True)
+
+
+def _find_duplicate(uow: UnitOfWork, event_id: str, sha256: str) -> Photo | None:
+    return uow.session.scalar(select(Photo).where(Photo.event_id == event_id, Photo.sha256 == sha256))
+
+
+def _is_hidden(member_name: str) -> bool:
+    """Dot-files and macOS resource forks that zip tools add beside real photos."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in member_name.split("/"))

@@ -1,0 +1,1 @@
+"""Alembic migrations; applied by `finishline migrate` and at the start of `finishline run`."""

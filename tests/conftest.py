@@ -1,0 +1,169 @@
+"""Shared fixtures: settings built per test, real PostgreSQL/Redis, real photos from ../shared/faces."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from app.config import Settings
+from app.db.migrate import upgrade_to_head
+from app.db.session import make_engine, make_sessionmaker, unit_of_work
+from app.main import create_app
+from app.services.api_keys import create_key
+
+REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "faces"
+POSTGRES_ADMIN_URL = os.environ.get("FINISHLINE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FINISHLINE_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    if not FACES.is_dir():
+        pytest.skip(f"the shared face set is not at {FACES}")
+    return FACES
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    values = {"data_dir": data_dir, "secret_key": "test-secret-" + "x" * 20, **overrides}
+    return Settings(**values)
+
+
+class RecordingSender:
+    """Stands in for Celery where a test only checks what would be queued."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple]] = []
+
+    def send(self, task_name: str, *args: object) -> None:
+        self.sent.append((task_name, args))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = make_settings(tmp_path / "data")
+    s.data_dir.mkdir(parents=True)
+    upgrade_to_head(s.resolved_database_url)
+    return s
+
+
+def new_api_key(settings: Settings) -> str:
+    engine = make_engine(settings.resolved_database_url)
+    with unit_of_work(make_sessionmaker(engine)) as uow:
+        key = create_key(uow, name="tests")
+    engine.dispose()
+    return key
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The API in-process on SQLite, tasks recorded instead of sent."""
+    app = create_app(settings)
+    app.state.sender = RecordingSender()
+    with TestClient(app, headers={"Authorization": f"Bearer {new_api_key(settings)}"}) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped afterwards."""
+    name = f"finishline_test_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_URL}: {exc}")
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except Exception as exc:
+        pytest.fail(f"Redis is required at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment a subprocess needs to see the same settings as `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINISHLINE_", "DATABASE_URL", "REDIS_URL"))}
+    env.update({"FINISHLINE_DATA_DIR": str(settings.data_dir), "FINISHLINE_SECRET_KEY": settings.secret_key,
+                "PYTHONUNBUFFERED": "1"})
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    env["FINISHLINE_STALE_AFTER_S"] = str(settings.stale_after_s)
+    env["FINISHLINE_SWEEP_EVERY_S"] = str(settings.sweep_every_s)
+    return env
+
+
+def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = log_path.open("wb")
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited early:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {timeout}s:\n{log_path.read_text()[-3000:]}")
+
+
+def wait_until_processed(client, event_id: str, expected: int, timeout: float = 180) -> dict:
+    """Poll the event until `expected` photos are done or failed; returns the last event body."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = client.get(f"/api/v1/events/{event_id}").json()
+        stats = event["stats"]
+        if stats["photos_done"] + stats["photos_failed"] >= expected:
+            return event
+        time.sleep(0.5)
+    raise AssertionError(f"photos not processed in {timeout}s: {event['stats']}")
+
+
+def stop_process(process: subprocess.Popen, sig=None, timeout: float = 40) -> int:
+    import signal
+
+    if process.poll() is None:
+        process.send_signal(sig or signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

@@ -1,0 +1,1 @@
+"""Celery app and tasks: the background half of Finishline."""

@@ -1,0 +1,55 @@
+"""Per-process resources of a worker: database, photo store, face backend.
+
+Built lazily on the first task, i.e. after Celery's fork: CUDA and database connections must
+not be inherited across fork, and loading the networks in worker_process_init would be killed
+by Celery after 4 s.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.session import make_engine, make_sessionmaker
+from app.storage import PhotoStore, make_store
+from models.types import FaceBackend
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    make_session: sessionmaker[Session]
+    store: PhotoStore
+    _backend: FaceBackend | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    @property
+    def backend(self) -> FaceBackend:
+        with self._lock:
+            if self._backend is None:
+                from models.loader import get_backend, resolve_device
+
+                self._backend = get_backend(
+                    self.settings.face_backend,
+                    device=resolve_device(self.settings.device),
+                    cache_dir=self.settings.model_cache_dir,
+                    batch_size=self.settings.embed_batch_size,
+                )
+            return self._backend
+
+
+_context: WorkerContext | None = None
+_context_lock = threading.Lock()
+
+
+def get_context(settings: Settings) -> WorkerContext:
+    global _context
+    with _context_lock:
+        if _context is None:
+            engine = make_engine(settings.resolved_database_url)
+            store = make_store(settings.storage_url, settings.photos_dir)
+            _context = WorkerContext(settings, make_sessionmaker(engine), store)
+        return _context

@@ -1,0 +1,49 @@
+"""Thin Celery tasks: take ids, call a service, let Celery retry transient errors.
+
+Every task is safe to run twice (redelivery after a crash): services check state first.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from celery.utils.log import get_task_logger
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError as DatabaseError
+
+from app.db.session import unit_of_work
+from app.services import photos as photo_service
+from app.services.processing import ProcessingContext, process_photos
+from worker.context import get_context
+from worker.dispatch import PROCESS_PHOTO, SWEEP_STALE_WORK, CelerySender
+
+log = get_task_logger(__name__)
+TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
+logging.getLogger("PIL").setLevel(logging.INFO)
+
+
+def _sender(task) -> CelerySender:
+    return CelerySender(task.app)
+
+
+@shared_task(bind=True, name=PROCESS_PHOTO, autoretry_for=TRANSIENT, retry_backoff=True,
+             retry_backoff_max=300, max_retries=8)
+def process_photo_task(self, photo_ids: str | list[str]) -> dict[str, str]:
+    ids = [photo_ids] if isinstance(photo_ids, str) else list(photo_ids)
+    ctx = get_context(self.app.finishline_settings)
+    processing = ProcessingContext(ctx.settings, ctx.make_session, ctx.store, ctx.backend, _sender(self))
+    outcomes = process_photos(processing, ids, task_id=self.request.id or "eager")
+    log.info("processed %s", outcomes)
+    return outcomes
+
+
+@shared_task(bind=True, name=SWEEP_STALE_WORK)
+def sweep_stale_work_task(self) -> int:
+    ctx = get_context(self.app.finishline_settings)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        result = photo_service.sweep_stale_photos(uow, stale_after=timedelta(seconds=ctx.settings.stale_after_s))
+    if result.requeued:
+        log.warning("re-queued %d stale photos", len(result.requeued))
+    return len(result.requeued)
