@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.db import Face, Photo
