@@ -75,10 +75,14 @@ class _Staged:
 
 
 def clean_filename(name: str) -> str:
-    """A display name: no directories, no control characters, bounded length."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if ch.isprintable()).strip()
-    return base[:255] or "unnamed"
+    """A display name (never used as a path): printable, no empty/`.`/`..` parts, bounded length.
+
+    Folders are kept (`camera2.zip/km5/001.jpg` tells an organiser where a photo came from).
+    """
+    parts = name.replace("\\", "/").split("/")
+    parts = ["".join(ch for ch in part if ch.isprintable()).strip() for part in parts]
+    cleaned = "/".join(part for part in parts if part not in ("", ".", ".."))
+    return cleaned[-255:] or "unnamed"
 
 
 def sniff(head: bytes) -> str | None:
@@ -159,7 +163,7 @@ class Uploader:
             total = 0
             members = [m for m in archive.infolist() if not m.is_dir() and not _is_hidden(m.filename)]
             for index, member in enumerate(members):
-                display = f"{archive_name}/{''.join(c for c in member.filename if c.isprintable())[:500]}"
+                display = clean_filename(f"{archive_name}/{member.filename}")
                 if index >= self.limits.max_archive_entries:
                     self.reject(display, "archive_too_many_files",
                                 f"only the first {self.limits.max_archive_entries} files are read")
