@@ -104,10 +104,11 @@ def sweep_stale_photos(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 
     """
     cutoff = utcnow() - stale_after
     stale = select(Photo.id).where(
+        Photo.queued_at < cutoff,
         or_(
-            (Photo.status == PhotoStatus.pending.value) & (Photo.queued_at < cutoff),
+            Photo.status == PhotoStatus.pending.value,
             (Photo.status == PhotoStatus.processing.value) & (Photo.claimed_at < cutoff),
-        )
+        ),
     ).order_by(Photo.queued_at).limit(limit)
     ids = list(uow.session.scalars(stale))
     if ids:

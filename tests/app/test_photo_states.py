@@ -1,0 +1,86 @@
+"""Claiming, redelivery and the sweeper: a photo never stays pending or processing for good."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from app.db import Event, Photo, utcnow
+from app.db.session import make_engine, make_sessionmaker, unit_of_work
+from app.services import photos as photo_service
+from tests.conftest import RecordingSender
+from worker.dispatch import PROCESS_PHOTO
+
+STALE = timedelta(minutes=10)
+
+
+@pytest.fixture
+def make_session(settings):
+    engine = make_engine(settings.resolved_database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def add_photo(make_session, *, status: str = "pending", queued_ago: timedelta = timedelta(0),
+              claimed_ago: timedelta | None = None, claimed_by: str | None = None) -> str:
+    with unit_of_work(make_session) as uow:
+        event = Event(name="e", slug=f"e-{utcnow().timestamp()}", match_threshold=0.5)
+        uow.session.add(event)
+        uow.session.flush()
+        photo = Photo(event_id=event.id, filename="p.jpg", sha256="0" * 64, size_bytes=1, content_type="image/jpeg",
+                      storage_key="k.jpg", status=status, queued_at=utcnow() - queued_ago,
+                      claimed_at=utcnow() - claimed_ago if claimed_ago is not None else None, claimed_by=claimed_by)
+        uow.session.add(photo)
+    return photo.id
+
+
+def claim(make_session, photo_id: str, task_id: str) -> bool:
+    with unit_of_work(make_session) as uow:
+        return photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=STALE) is not None
+
+
+def test_a_photo_is_claimed_once(make_session):
+    photo_id = add_photo(make_session)
+    assert claim(make_session, photo_id, "task-1")
+    assert not claim(make_session, photo_id, "task-2")  # a duplicate message finds it taken
+    assert claim(make_session, photo_id, "task-1")  # a redelivery of the same task takes it back
+
+
+def test_a_stale_claim_can_be_taken_over(make_session):
+    photo_id = add_photo(make_session, status="processing", claimed_ago=timedelta(minutes=11), claimed_by="dead")
+    assert claim(make_session, photo_id, "task-2")
+
+
+def test_done_photos_are_not_claimed_again(make_session):
+    photo_id = add_photo(make_session, status="done")
+    assert not claim(make_session, photo_id, "task-1")
+
+
+def test_sweeper_requeues_lost_and_abandoned_photos_only(make_session):
+    lost = add_photo(make_session, queued_ago=timedelta(minutes=30))
+    abandoned = add_photo(make_session, status="processing", queued_ago=timedelta(hours=1),
+                          claimed_ago=timedelta(minutes=20), claimed_by="dead")
+    fresh = add_photo(make_session, queued_ago=timedelta(minutes=1))
+    working = add_photo(make_session, status="processing", claimed_ago=timedelta(minutes=1), claimed_by="alive")
+    done = add_photo(make_session, status="done", queued_ago=timedelta(hours=2))
+    sender = RecordingSender()
+    with unit_of_work(make_session, sender) as uow:
+        result = photo_service.sweep_stale_photos(uow, stale_after=STALE)
+    assert sorted(result.requeued) == sorted([lost, abandoned])
+    assert sorted(args[0] for _, args in sender.sent) == sorted([lost, abandoned])
+    assert {name for name, _ in sender.sent} == {PROCESS_PHOTO}
+    # re-queued work is not re-sent again until it is stale once more
+    with unit_of_work(make_session, RecordingSender()) as uow:
+        assert photo_service.sweep_stale_photos(uow, stale_after=STALE).requeued == []
+    del fresh, working, done
+
+
+def test_nothing_is_sent_when_the_transaction_rolls_back(make_session):
+    add_photo(make_session, queued_ago=timedelta(minutes=30))
+    sender = RecordingSender()
+    with pytest.raises(RuntimeError):
+        with unit_of_work(make_session, sender) as uow:
+            photo_service.sweep_stale_photos(uow, stale_after=STALE)
+            raise RuntimeError("boom")
+    assert sender.sent == []
