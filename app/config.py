@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(4 * 2**30, validation_alias=_env("FINISHLINE_MAX_REQUEST_BYTES"))
     max_image_pixels: int = Field(120_000_000, validation_alias=_env("FINISHLINE_MAX_IMAGE_PIXELS"))
     max_files_per_request: int = Field(5000, validation_alias=_env("FINISHLINE_MAX_FILES_PER_REQUEST"))
+    # Zip bombs: total bytes one zip may expand to, and the highest compression ratio of a member
+    # (JPEGs barely compress; 1000:1 is a run of zeros).
+    max_archive_bytes: int = Field(16 * 2**30, validation_alias=_env("FINISHLINE_MAX_ARCHIVE_BYTES"))
+    max_compression_ratio: float = Field(100.0, gt=1, validation_alias=_env("FINISHLINE_MAX_COMPRESSION_RATIO"))
+    # The public selfie form: at most this many submissions per client address per window (app/ratelimit.py).
+    public_rate_limit: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_PUBLIC_RATE_LIMIT"))
+    public_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("FINISHLINE_PUBLIC_RATE_WINDOW_S"))
     # A photo queued or claimed longer than this is re-queued by the sweeper (lost message, dead worker).
     stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
     sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))

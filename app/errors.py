@@ -14,6 +14,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,9 +27,10 @@ class AppError(Exception):
     title = "Bad request"
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None) -> None:
+    def __init__(self, detail: str, *, code: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
         if code:
             self.code = code
 
@@ -70,8 +72,10 @@ def problem(status: int, title: str, detail: str, code: str, headers: dict | Non
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem(exc.status, exc.title, exc.detail, exc.code, headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return problem(exc.status, exc.title, exc.detail, exc.code, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,6 +96,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", exc.orig)
         return problem(503, "Service unavailable", "The database is unavailable; try again shortly.",
                        "database_unavailable", {"Retry-After": "5"})
+
+    @app.exception_handler(BrokerError)
+    async def _broker_down(_: Request, exc: BrokerError) -> JSONResponse:
+        log.warning("broker unavailable: %s", exc)
+        return problem(503, "Service unavailable", "The task queue is unavailable; try again shortly.",
+                       "broker_unavailable", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

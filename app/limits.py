@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem
+from app.errors import PayloadTooLarge, problem
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(PayloadTooLarge):
+    """Raised from `receive` mid-body. An AppError, so code that parses the body (multipart
+    parsing wraps its errors) can let it through and it still renders as 413, not a 422 or 500."""
 
 
 class BodySizeLimit:
@@ -34,7 +35,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(f"The request body is larger than {self.max_bytes} bytes.")
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from celery import Celery
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -11,6 +12,12 @@ router = APIRouter(tags=["health"])
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
+
+
+def check_broker(celery: Celery) -> None:
+    """Connect to the broker once (one quick retry); raises kombu's OperationalError if it is down."""
+    with celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0, timeout=2)
 
 
 @router.get("/readyz")
@@ -25,8 +32,7 @@ def readyz(request: Request) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
-        with state.celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+        check_broker(state.celery)
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unavailable: {type(exc).__name__}"

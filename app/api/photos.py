@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW, UowFactory
+from app.api.health import check_broker
 from app.db import Face, Photo
 from app.errors import AppError, PayloadTooLarge, Unprocessable
 from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
@@ -53,12 +54,18 @@ async def _read_form(request: Request, max_files: int) -> FormData:
 async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
                         settings: SettingsDep, store: StoreDep, _key: ApiKeyDep) -> UploadOut:
     await run_in_threadpool(event_service.get_event, uow, event_id)
+    # Broker down: answer 503 (broker_unavailable) before reading a byte, rather than store photos
+    # whose task cannot be sent. If it dies mid-upload, the photos already stored stay `pending`
+    # and the sweeper queues them once it is back (README: "Limits and failure handling").
+    await run_in_threadpool(check_broker, request.app.state.celery)
     form = await _read_form(request, settings.max_files_per_request)
     try:
         files = [value for value in form.getlist("files") if isinstance(value, UploadFile)]
         if not files:
             raise Unprocessable("Send one or more files in the multipart field `files`.", code="no_files")
-        limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels)
+        limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels,
+                              max_archive_bytes=settings.max_archive_bytes,
+                              max_compression_ratio=settings.max_compression_ratio)
         uploader = Uploader(open_uow, store, settings.data_dir / "tmp", limits, event_id)
         for upload in files:
             await run_in_threadpool(uploader.add_file, upload.filename or "unnamed", upload.file)
