@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.session import make_engine, make_sessionmaker
+from app.face_backend import load_face_backend
 from app.storage import PhotoStore, make_store
 from models.types import FaceBackend
 
@@ -30,14 +31,7 @@ class WorkerContext:
     def backend(self) -> FaceBackend:
         with self._lock:
             if self._backend is None:
-                from models.loader import get_backend, resolve_device
-
-                self._backend = get_backend(
-                    self.settings.face_backend,
-                    device=resolve_device(self.settings.device),
-                    cache_dir=self.settings.model_cache_dir,
-                    batch_size=self.settings.embed_batch_size,
-                )
+                self._backend = load_face_backend(self.settings)
             return self._backend
 
 
