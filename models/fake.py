@@ -1,6 +1,7 @@
 """A face backend without networks, for fast tests of services and tasks.
 
-Rule: a "face" is a blob of pure red-ish pixels (R=255, G=0); its blue value is the identity.
+Rule: a "face" is a blob of strongly red pixels (R >= 128, G <= 64, so edges blended by downscaling
+still count); its blue value is the identity.
 `paint_face` draws one. Blobs of the same blue value embed to the same unit vector, different
 ones to unrelated vectors (cosine near 0), so matching logic can be tested exactly.
 """
@@ -59,7 +60,7 @@ class FakeBackend:
         return out
 
     def _detect_one(self, image: np.ndarray) -> list[Detection]:
-        mask = ((image[..., 0] >= 250) & (image[..., 1] <= 5)).astype(np.uint8)
+        mask = ((image[..., 0] >= 128) & (image[..., 1] <= 64)).astype(np.uint8)
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
         faces = []
         for x, y, w, h, area in stats[1:count]:

@@ -21,6 +21,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Limiting formats keeps rarely used decoders away from uploads (JPEG also opens cameras' MPO files).
 FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "TIFF", "BMP", "GIF")
 Image.init()  # registers every plugin, so `formats=` can name them all
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"BM")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
 
 
@@ -89,6 +90,8 @@ def _open(source: bytes | Path, *, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("image_too_large", str(exc)) from exc
     except UnidentifiedImageError as exc:
+        if _has_image_signature(source):
+            raise ImageDecodeError("corrupt_image", "image signature but unreadable header") from exc
         raise ImageDecodeError("not_an_image", "not a JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF image") from exc
     except _DECODE_ERRORS as exc:
         raise ImageDecodeError("corrupt_image", f"unreadable header: {exc}") from exc
@@ -98,6 +101,16 @@ def _open(source: bytes | Path, *, max_pixels: int) -> Image.Image:
     if w * h > max_pixels:
         raise ImageDecodeError("image_too_large", f"{w}x{h} is over the limit of {max_pixels} pixels")
     return img
+
+
+def _has_image_signature(source: bytes | Path) -> bool:
+    if isinstance(source, Path):
+        with source.open("rb") as fh:
+            head = fh.read(16)
+    else:
+        head = bytes(source[:16])
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return webp or head[4:8] == b"ftyp" or head.startswith(_SIGNATURES)
 
 
 def _finish(img: Image.Image) -> Image.Image:

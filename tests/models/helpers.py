@@ -1,0 +1,35 @@
+"""Small helpers shared by the face model tests."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from models.types import Detection
+
+MAX_PIXELS = 60_000_000
+
+
+def central(size: tuple[int, int], faces: Sequence[Any]) -> Any:
+    """The face (anything with a .box) whose centre is nearest the image centre: LFW's labelled person."""
+    cx, cy = size[0] / 2, size[1] / 2
+    return min(faces, key=lambda f: (f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2)
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def best_ious(reference: list[Detection], other: list[Detection]) -> list[float]:
+    """For each reference detection, its best IoU among `other` (0 when `other` is empty)."""
+    return [max((iou(r.box, o.box) for o in other), default=0.0) for r in reference]
+
+
+def rgb(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB"))

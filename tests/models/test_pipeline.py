@@ -1,0 +1,97 @@
+"""Pipeline stages: original-pixel geometry, filters, batching and order (fake and real backends)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.fake import FakeBackend, paint_face
+from models.pipeline import FaceResult, analyse_images
+from models.types import Detection
+from models.yunet_sface import YunetSfaceBackend
+from tests.models.helpers import iou
+
+
+class SpyBackend(FakeBackend):
+    """Records what the pipeline hands to the backend."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.detect_shapes: list[tuple[int, ...]] = []
+        self.crop_shapes: list[tuple[int, ...]] = []
+        self.embed_calls: list[int] = []
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        self.detect_shapes += [img.shape for img in images]
+        return super().detect(images)
+
+    def crop_faces(self, image: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:
+        self.crop_shapes.append(image.shape)
+        return super().crop_faces(image, detections)
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        self.embed_calls.append(len(crops))
+        return super().embed(crops)
+
+
+def event_photo(size: tuple[int, int], faces: list[tuple[tuple[int, int, int, int], int]]) -> Image.Image:
+    img = Image.new("RGB", size, (40, 110, 60))
+    for box, identity in faces:
+        paint_face(img, box, identity)
+    return img
+
+
+def test_boxes_are_in_original_pixels_and_crops_come_from_full_resolution() -> None:
+    spy = SpyBackend()
+    photo = event_photo((4000, 3000), [((400, 300, 800, 760), 1), ((3000, 2000, 3120, 2130), 2)])
+    [faces] = analyse_images([photo], spy, detect_long_side=1000)
+    assert spy.detect_shapes == [(750, 1000, 3)] and spy.crop_shapes == [(3000, 4000, 3)]
+    boxes = sorted(f.box for f in faces)
+    assert boxes[0] == pytest.approx((400, 300, 800, 760), abs=8)
+    assert boxes[1] == pytest.approx((3000, 2000, 3120, 2130), abs=8)
+    assert all(isinstance(f, FaceResult) and f.embedding.dtype == np.float32 for f in faces)
+    assert faces[0].face_px == pytest.approx(min(faces[0].box[2] - faces[0].box[0], faces[0].box[3] - faces[0].box[1]))
+
+
+def test_small_photos_are_never_upscaled() -> None:
+    spy = SpyBackend()
+    analyse_images([event_photo((500, 400), [((10, 10, 60, 60), 3)])], spy, detect_long_side=1600)
+    assert spy.detect_shapes == [(400, 500, 3)]
+
+
+def test_filters_on_face_size_in_original_pixels_and_on_score() -> None:
+    photo = event_photo((3000, 2000), [((100, 100, 140, 140), 1), ((500, 500, 516, 516), 2)])
+    sizes = [f.face_px for f in analyse_images([photo], FakeBackend(), detect_long_side=1500)[0]]
+    assert sizes == [pytest.approx(40, abs=2)]  # the 16 px face is under the default 24 px
+    assert len(analyse_images([photo], FakeBackend(), detect_long_side=1500, min_face_px=10)[0]) == 2
+    assert analyse_images([photo], FakeBackend(), min_score=0.999) == [[]]
+
+
+def test_order_empty_inputs_and_one_embedding_batch() -> None:
+    spy = SpyBackend()
+    photos = [event_photo((800, 600), [((10, 10, 90, 90), 5), ((200, 10, 290, 90), 6)]),
+              event_photo((800, 600), []),
+              event_photo((600, 800), [((300, 300, 380, 380), 5)])]
+    results = analyse_images(photos, spy)
+    assert [len(r) for r in results] == [2, 0, 1]
+    assert spy.embed_calls == [3]  # every crop of every photo in one call; the backend chunks
+    same = [f for f in results[0] if f.box[0] < 100][0]
+    assert float(same.embedding @ results[2][0].embedding) == pytest.approx(1.0)
+    assert analyse_images([], spy) == []
+
+
+def test_real_detection_at_lower_resolution_maps_back(yunet_sface: YunetSfaceBackend,
+                                                      group_photos: dict[str, Image.Image]) -> None:
+    photo = group_photos["groups/human_group3.jpg"]  # large faces, still large at 800 px
+    full = analyse_images([photo], yunet_sface, detect_long_side=4000)[0]
+    small = analyse_images([photo], yunet_sface, detect_long_side=800)[0]
+    assert len(full) == len(small) == 4
+    for face in full:
+        twin = max(small, key=lambda s: iou(face.box, s.box))
+        assert iou(face.box, twin.box) >= 0.85
+        assert float(face.embedding @ twin.embedding) >= 0.9  # crops come from the same full image
+        x1, y1, x2, y2 = face.box
+        assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
