@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     # (JPEGs barely compress; 1000:1 is a run of zeros).
     max_archive_bytes: int = Field(16 * 2**30, validation_alias=_env("FINISHLINE_MAX_ARCHIVE_BYTES"))
     max_compression_ratio: float = Field(100.0, gt=1, validation_alias=_env("FINISHLINE_MAX_COMPRESSION_RATIO"))
+    max_archive_entries: int = Field(50_000, ge=1, validation_alias=_env("FINISHLINE_MAX_ARCHIVE_ENTRIES"))
     # The public selfie form: at most this many submissions per client address per window (app/ratelimit.py).
     public_rate_limit: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_PUBLIC_RATE_LIMIT"))
     public_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("FINISHLINE_PUBLIC_RATE_WINDOW_S"))

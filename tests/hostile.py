@@ -166,3 +166,26 @@ def junk_zip(photo: bytes) -> bytes:
 def same_names_zip() -> bytes:
     """Two different photos with the same base name in different folders."""
     return make_zip({"a/IMG_0001.jpg": noise_jpeg(seed=41), "b/IMG_0001.jpg": noise_jpeg(seed=42)})
+
+
+def zip_lying_sizes(payload: bytes, claimed_size: int, name: str = "liar.jpg") -> bytes:
+    """A zip whose headers claim `claimed_size` uncompressed bytes for a member that really
+    inflates to len(payload): size checks that trust the headers alone would be fooled."""
+    data = bytearray(make_zip({name: payload}))
+    local = data.find(b"PK\x03\x04")
+    struct.pack_into("<I", data, local + 22, claimed_size)  # local header: uncompressed size
+    central = data.find(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, claimed_size)  # central directory: uncompressed size
+    return bytes(data)
+
+
+def many_entries_zip(count: int) -> bytes:
+    """Lots of tiny members: bounded by the entry limit, answered with one rejection, not `count`."""
+    return make_zip({f"f{n}.jpg": b"\xff\xd8\xff" for n in range(count)}, compression=zipfile.ZIP_STORED)
+
+
+def half_compressible(size: int, seed: int = 0) -> bytes:
+    """`size` bytes behind a JPEG magic that deflate halves (16 symbols): a zip of these expands
+    to about twice its own size, far below any bomb ratio."""
+    rng = np.random.default_rng(seed)
+    return b"\xff\xd8\xff" + rng.integers(0, 16, size - 3, dtype=np.uint8).tobytes()

@@ -65,7 +65,8 @@ async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: Uow
             raise Unprocessable("Send one or more files in the multipart field `files`.", code="no_files")
         limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels,
                               max_archive_bytes=settings.max_archive_bytes,
-                              max_compression_ratio=settings.max_compression_ratio)
+                              max_compression_ratio=settings.max_compression_ratio,
+                              max_archive_entries=settings.max_archive_entries)
         uploader = Uploader(open_uow, store, settings.data_dir / "tmp", limits, event_id)
         for upload in files:
             await run_in_threadpool(uploader.add_file, upload.filename or "unnamed", upload.file)

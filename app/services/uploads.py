@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -63,7 +65,9 @@ class UploadReport:
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"larger than {limit} bytes")
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -92,19 +96,22 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _stage(stream: BinaryIO, staging_dir: Path, max_bytes: int) -> _Staged:
-    """Copy `stream` to a new staging file, hashing it; raises _TooLarge past `max_bytes`."""
+def _stage(stream: BinaryIO, staging_dir: Path, max_bytes: int, max_zip_bytes: int | None = None) -> _Staged:
+    """Copy `stream` to a new staging file, hashing it; raises _TooLarge past `max_bytes`, or past
+    `max_zip_bytes` once the first bytes show a zip (so a 5 GB "photo" stops at the photo limit)."""
     staging_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
     digest, size, head = hashlib.sha256(), 0, b""
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := stream.read(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise _TooLarge()
                 if len(head) < 16:
                     head += chunk[:16]
+                    if max_zip_bytes is not None and len(head) >= 4 and sniff(head) == "zip":
+                        max_bytes, max_zip_bytes = max_zip_bytes, None
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _TooLarge(max_bytes)
                 digest.update(chunk)
                 out.write(chunk)
     except BaseException:
@@ -113,10 +120,16 @@ def _stage(stream: BinaryIO, staging_dir: Path, max_bytes: int) -> _Staged:
     return _Staged(Path(name), digest.hexdigest(), size, sniff(head))
 
 
-def _image_header(path: Path) -> tuple[int, int]:
-    """Width and height from the header only (cheap); raises on a file Pillow cannot identify."""
-    with Image.open(path) as img:
-        return img.size
+def _image_header(path: Path, kind: str) -> tuple[int, int]:
+    """Width and height from the header only (cheap); raises on a file Pillow cannot identify.
+
+    Only the sniffed format's decoder is tried, and Pillow's own bomb warning is silenced: we
+    compare the size with our own limit (its hard error, at 2x its limit, is still caught).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path, formats=[kind.upper()]) as img:
+            return img.size
 
 
 class Uploader:
@@ -138,12 +151,12 @@ class Uploader:
 
     def add_file(self, filename: str, stream: BinaryIO) -> None:
         display = clean_filename(filename)
-        # a zip may be large; a photo is bounded by max_file_bytes
-        limit = max(self.limits.max_file_bytes, self.limits.max_archive_bytes)
+        # a photo is bounded by max_file_bytes; a zip may be as large as it may expand to
         try:
-            staged = _stage(stream, self.staging_dir, limit)
-        except _TooLarge:
-            self.reject(display, "file_too_large", f"larger than {limit} bytes")
+            staged = _stage(stream, self.staging_dir, self.limits.max_file_bytes,
+                            max_zip_bytes=max(self.limits.max_file_bytes, self.limits.max_archive_bytes))
+        except _TooLarge as exc:
+            self.reject(display, "file_too_large", str(exc))
             return
         try:
             if staged.kind == "zip":
@@ -165,9 +178,11 @@ class Uploader:
             for index, member in enumerate(members):
                 display = clean_filename(f"{archive_name}/{member.filename}")
                 if index >= self.limits.max_archive_entries:
+                    # one entry for the rest: a million-entry zip must not make a million-line answer
                     self.reject(display, "archive_too_many_files",
-                                f"only the first {self.limits.max_archive_entries} files are read")
-                    continue
+                                f"this and {len(members) - index - 1} more files were not read: only the "
+                                f"first {self.limits.max_archive_entries} files of an archive are")
+                    break
                 if member.flag_bits & 0x1:
                     self.reject(display, "encrypted_entry", "encrypted zip entries are not supported")
                     continue
@@ -190,8 +205,8 @@ class Uploader:
         try:
             with archive.open(member) as stream:
                 staged = _stage(stream, self.staging_dir, self.limits.max_file_bytes)
-        except _TooLarge:
-            self.reject(display, "file_too_large", f"larger than {self.limits.max_file_bytes} bytes")
+        except _TooLarge as exc:
+            self.reject(display, "file_too_large", str(exc))
             return
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
             self.reject(display, "corrupt_archive_entry", f"could not be extracted: {exc}")
@@ -215,12 +230,16 @@ class Uploader:
             self.reject(display, "unsupported_type", "not a JPEG, PNG or ZIP file")
             return
         try:
-            width, height = _image_header(staged.path)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            self.reject(display, "not_an_image", f"not a readable {staged.kind.upper()} image: {exc}")
-            return
+            width, height = _image_header(staged.path, staged.kind)
         except Image.DecompressionBombError:
             self.reject(display, "image_too_large", "the image has far too many pixels")
+            return
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError,
+                struct.error) as exc:  # what Pillow raises for headers it cannot make sense of
+            self.reject(display, "not_an_image", f"not a readable {staged.kind.upper()} image: {exc}")
+            return
+        if width <= 0 or height <= 0:
+            self.reject(display, "not_an_image", f"invalid image size {width}x{height}")
             return
         if width * height > self.limits.max_image_pixels:
             self.reject(display, "image_too_large",
@@ -259,4 +278,7 @@ def _find_duplicate(uow: UnitOfWork, event_id: str, sha256: str) -> Photo | None
 
 def _is_hidden(member_name: str) -> bool:
     """Dot-files and macOS resource forks that zip tools add beside real photos."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in member_name.split("/"))
+    # `.` and `..` are path steps, not hidden names: a zip-slip name like ../../x.jpg is an
+    # ordinary photo here (names are only displayed), not something to drop without a word.
+    parts = [part for part in member_name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
