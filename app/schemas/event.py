@@ -26,6 +26,10 @@ class EventStatsOut(BaseModel):
     faces: int
     runners: int
     matches: int
+    emails_queued: int
+    emails_sent: int
+    emails_failed: int
+    emails_uncertain: int
 
 
 class EventOut(BaseModel):

@@ -10,7 +10,7 @@ from datetime import date
 
 from sqlalchemy import func, select
 
-from app.db import Event, Face, Match, Photo, PhotoStatus, Runner
+from app.db import Delivery, Event, Face, Match, Photo, PhotoStatus, Runner
 from app.db.session import UnitOfWork
 from app.errors import NotFound
 
@@ -25,6 +25,10 @@ class EventStats:
     faces: int
     runners: int
     matches: int
+    emails_queued: int  # queued or being sent
+    emails_sent: int
+    emails_failed: int  # after the last retry (details on the runner)
+    emails_uncertain: int  # a worker stopped mid-send; not resent to avoid a duplicate
 
 
 def slugify(name: str) -> str:
@@ -65,6 +69,12 @@ def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
         ).all()
     )
 
+    emails = dict(
+        session.execute(
+            select(Delivery.status, func.count()).where(Delivery.event_id == event_id).group_by(Delivery.status)
+        ).all()
+    )
+
     def count(model) -> int:
         return session.scalar(select(func.count()).select_from(model).where(model.event_id == event_id)) or 0
 
@@ -77,4 +87,8 @@ def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
         faces=count(Face),
         runners=count(Runner),
         matches=count(Match),
+        emails_queued=emails.get("queued", 0) + emails.get("sending", 0),
+        emails_sent=emails.get("sent", 0),
+        emails_failed=emails.get("failed", 0),
+        emails_uncertain=emails.get("uncertain", 0),
     )
