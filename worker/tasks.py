@@ -14,10 +14,12 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from app.db.session import unit_of_work
+from app.services import notify as notify_service
 from app.services import photos as photo_service
+from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
 from worker.context import get_context
-from worker.dispatch import PROCESS_PHOTO, SWEEP_STALE_WORK, CelerySender
+from worker.dispatch import PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender
 
 log = get_task_logger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
@@ -47,3 +49,17 @@ def sweep_stale_work_task(self) -> int:
     if result.requeued:
         log.warning("re-queued %d stale photos", len(result.requeued))
     return len(result.requeued)
+
+
+# Retries at most 300 s apart (less than stale_after), so the sweeper never mistakes a delivery
+# waiting for its next retry for a lost one; 10 retries span roughly half an hour of SMTP outage.
+@shared_task(bind=True, name=SEND_RUNNER_EMAIL, autoretry_for=(EmailNotSent, *TRANSIENT), retry_backoff=True,
+             retry_backoff_max=300, max_retries=10)
+def send_runner_email_task(self, delivery_id: str) -> str:
+    ctx = get_context(self.app.finishline_settings)
+    outcome = notify_service.send_delivery(
+        ctx.settings, ctx.make_session, ctx.store, delivery_id,
+        task_id=self.request.id or "eager", last_try=self.request.retries >= self.max_retries,
+    )
+    log.info("delivery %s: %s", delivery_id, outcome)
+    return outcome
