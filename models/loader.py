@@ -1,4 +1,4 @@
-"""One loaded face backend per (name, device) per process.
+"""One loaded face backend per (name, device) per process (per weights too, for facenet).
 
 Celery: call `resolve_device` and `get_backend` in the worker child (its first task, or a
 `worker_process_init` handler), never in the parent before the fork: CUDA, once touched
