@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
@@ -54,8 +55,14 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.refuse_next = 0
+        self.hang_up_next = 0  # take the message, then drop the connection before answering
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        if self.hang_up_next > 0:
+            self.hang_up_next -= 1
+            self.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+            server.transport.close()
+            return "250 2.0.0 OK"
         if self.refuse_next > 0:
             self.refuse_next -= 1
             return "451 4.3.0 Try again later"
@@ -74,8 +81,16 @@ class SmtpServer:
         self.inbox = Inbox()
         self.controller: Controller | None = None
 
-    def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+    def start(self, *, password: str | None = None) -> None:
+        auth = {}
+        if password:  # AUTH required; plain text is fine on loopback
+            def check(server, session, envelope, mechanism, data) -> AuthResult:
+                as_bytes = [v if isinstance(v, bytes) else v.encode() for v in (data.login, data.password)]
+                ok = as_bytes == [b"finishline", password.encode()]
+                return AuthResult(success=ok)
+
+            auth = {"authenticator": check, "auth_required": True, "auth_require_tls": False}
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **auth)
         self.controller.start()
 
     def stop(self) -> None:
@@ -378,6 +393,19 @@ def test_worker_lost_mid_send_is_never_resent(client, settings, sessions, store,
     assert stats["emails_uncertain"] == 1 and stats["emails_sent"] == 0
 
 
+def test_connection_lost_during_data_is_uncertain_not_resent(client, settings, sessions, store, smtp):
+    smtp.start()
+    smtp.inbox.hang_up_next = 1
+    event = make_event(sessions)
+    runner_with_photos(sessions, store, event=event, name="Ada", email="ada@example.org", photos=1)
+    assert client.post(f"/api/v1/events/{event.id}/notify").json() == {"queued": 1}
+    assert run_queued_tasks(client, settings, sessions, store) == ["uncertain"]
+    [delivery] = deliveries(sessions)
+    assert delivery.status == "uncertain" and "DATA" in delivery.error
+    assert client.post(f"/api/v1/events/{event.id}/notify").json() == {"queued": 0}
+    assert len(smtp.inbox.messages) == 1
+
+
 def test_sweeper_requeues_lost_messages_and_settles_dead_sends(settings, sessions):
     event = make_event(sessions)
     ada = make_runner(sessions, event=event)
@@ -475,6 +503,18 @@ def test_without_smtp_host_messages_go_to_the_outbox(settings, sessions, store, 
     assert smtp.inbox.messages == []
 
 
+def test_smtp_login_when_configured(client, settings, sessions, store, smtp):
+    smtp.start(password="s3cret-pass")
+    event = make_event(sessions)
+    runner_with_photos(sessions, store, event=event, name="Ada", email="ada@example.org", photos=1)
+    client.post(f"/api/v1/events/{event.id}/notify")
+    [(_, (delivery_id,))] = client.app.state.sender.sent
+    # (a wrong password is not tried here: aiosmtpd answers a failed AUTH only after a long delay)
+    right = settings.model_copy(update={"smtp_user": "finishline", "smtp_password": "s3cret-pass"})
+    assert notify_service.send_delivery(right, sessions, store, delivery_id, task_id="t", last_try=False) == "sent"
+    assert len(smtp.inbox.messages) == 1
+
+
 def test_notify_needs_a_key_and_known_ids(client, settings):
     assert client.post("/api/v1/events/nope/notify", headers={"Authorization": ""}).status_code == 401
     assert client.post("/api/v1/runners/nope/notify", headers={"Authorization": ""}).status_code == 401
@@ -520,3 +560,33 @@ def test_real_worker_smtp_down_then_back_delivers_each_message_once(settings, se
     with unit_of_work(sessions) as uow:
         assert uow.session.scalar(select(func.count()).select_from(DeliveredPhoto)) == 6
     assert all(len(delivered_photo_ids(sessions, r.id)) == 2 for r in runners)
+
+
+@pytest.mark.postgres
+def test_notify_and_send_on_postgres(postgres_url, tmp_path, smtp):
+    """The same queries on PostgreSQL: JSON photo lists, the runner row lock, racing deliveries."""
+    smtp.start()
+    settings = make_settings(tmp_path / "data", database_url=postgres_url, smtp_host="127.0.0.1",
+                             smtp_port=smtp.port, public_base_url=BASE_URL)
+    settings.data_dir.mkdir(parents=True)
+    upgrade_to_head(postgres_url)
+    engine = make_engine(postgres_url)
+    sessions, store = make_sessionmaker(engine), make_store(None, settings.photos_dir)
+    try:
+        event = make_event(sessions)
+        ada, photos = runner_with_photos(sessions, store, event=event, name="Ada", email="ada@example.org", photos=3)
+        sender = RecordingSender()
+        with unit_of_work(sessions, sender) as uow:
+            assert notify_service.notify_event(uow, event.id) == 1
+        with unit_of_work(sessions) as uow:  # a racing twin with the same photos
+            twin = Delivery(event_id=event.id, runner_id=ada.id, photo_ids=[p.id for p in photos])
+            uow.session.add(twin)
+        [(_, (delivery_id,))] = sender.sent
+        outcomes = [notify_service.send_delivery(settings, sessions, store, d, task_id=f"pg-{d}", last_try=False)
+                    for d in (delivery_id, twin.id)]
+        assert outcomes == ["sent", "cancelled"] and len(smtp.inbox.messages) == 1
+        assert delivered_photo_ids(sessions, ada.id) == {p.id for p in photos}
+        with unit_of_work(sessions, RecordingSender()) as uow:
+            assert notify_service.notify_runner(uow, ada.id) == 0
+    finally:
+        engine.dispose()
