@@ -19,7 +19,7 @@ from app.services import photos as photo_service
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
 from worker.context import get_context
-from worker.dispatch import PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender
+from worker.dispatch import MATCH_RUNNER, PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender
 
 log = get_task_logger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
@@ -63,3 +63,16 @@ def send_runner_email_task(self, delivery_id: str) -> str:
     )
     log.info("delivery %s: %s", delivery_id, outcome)
     return outcome
+
+
+@shared_task(bind=True, name=MATCH_RUNNER, autoretry_for=TRANSIENT, retry_backoff=True,
+             retry_backoff_max=300, max_retries=8)
+def match_runner_task(self, runner_id: str) -> int:
+    """A new runner against the faces already in their event (photos to come match themselves)."""
+    from app.services import matching
+
+    ctx = get_context(self.app.finishline_settings)
+    with unit_of_work(ctx.make_session) as uow:
+        matches = matching.match_runner(uow, runner_id)
+    log.info("runner %s: %d matches", runner_id, matches)
+    return matches

@@ -7,6 +7,7 @@ from app.db import Event
 from app.db.session import UnitOfWork
 from app.schemas.event import EventCreate, EventOut, EventStatsOut, EventUpdate
 from app.services import events as event_service
+from app.services import matching as matching_service
 
 router = APIRouter(tags=["events"])
 
@@ -30,3 +31,10 @@ def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, _key: ApiKe
 @router.get("/events/{event_id}", response_model=EventOut)
 def get_event(event_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
     return event_out(uow, event_service.get_event(uow, event_id), settings.public_base_url)
+
+
+@router.patch("/events/{event_id}", response_model=EventOut)
+def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
+    """Edit an event; a new `match_threshold` recomputes its matches before this returns."""
+    event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
+    return event_out(uow, event, settings.public_base_url)

@@ -102,6 +102,9 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
 
 def on_photo_done(uow: UnitOfWork, photo) -> None:
     """Hook for what follows a processed photo (matching its faces against the event's runners)."""
+    from app.services import matching  # here, so this hook stays the only tie between the two
+
+    matching.on_photo_done(uow, photo)
 
 
 def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
