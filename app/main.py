@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import events, health, notify, photos
+from app.api import events, health, notify, photos, runners
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
-from app.pages import unsubscribe
+from app.pages import gallery, selfie, unsubscribe
 from app.storage import make_store
 from worker.celery_app import create_celery
 from worker.dispatch import CelerySender
@@ -44,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(photos.router, prefix=API_PREFIX)
+    app.include_router(runners.router, prefix=API_PREFIX)
+    app.include_router(selfie.router)
+    app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
     app.include_router(unsubscribe.router)
     settings.signing_key  # noqa: B018 - create the embedded secret now, not in a request

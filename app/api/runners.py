@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW
+from app.config import Settings
+from app.db import Runner
+from app.db.session import UnitOfWork
+from app.errors import PayloadTooLarge
+from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut
+from app.services import gallery as gallery_service
+from app.services import runners as runner_service
+
+router = APIRouter(tags=["runners"])
+
+
+def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut:
+    return RunnerOut(
+        id=runner.id, event_id=runner.event_id, name=runner.name, email=runner.email, bib=runner.bib,
+        created_at=runner.created_at, matches=runner_service.match_count(uow, runner.id),
+        gallery_url=gallery_service.gallery_url(settings, runner.id),
+    )
+
+
+def read_selfie(upload: UploadFile, max_bytes: int) -> bytes:
+    data = upload.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"The selfie is larger than {max_bytes} bytes.", code="image_too_large")
+    return data
+
+
+# A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop.
+@router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut)
+def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
+                 uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
+    data = read_selfie(selfie, settings.max_file_bytes)
+    runner = runner_service.enrol(uow, event_id, form, data, runner_service.selfie_backend(settings), settings)
+    return runner_out(uow, runner, settings)
+
+
+@router.get("/runners/{runner_id}", response_model=RunnerOut)
+def get_runner(runner_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
+    return runner_out(uow, runner_service.get_runner(uow, runner_id), settings)
+
+
+@router.get("/runners/{runner_id}/matches", response_model=MatchList)
+def list_matches(runner_id: str, uow: UoW, _key: ApiKeyDep) -> MatchList:
+    matches = runner_service.list_matches(uow, runner_id)
+    return MatchList(items=[MatchOut(photo_id=m.photo_id, face_id=m.face_id, similarity=m.similarity)
+                            for m in matches])
+
+
+@router.delete("/runners/{runner_id}", status_code=204)
+def delete_runner(runner_id: str, uow: UoW, store: StoreDep, _key: ApiKeyDep) -> Response:
+    runner_service.delete_runner(uow, store, runner_id)
+    return Response(status_code=204)

@@ -1,0 +1,70 @@
+"""The selfie form of an event, `/e/{slug}`: enrolment without an API key.
+
+The POST re-renders the form with the reason in words and what was typed (a browser never
+refills a file input), or shows a confirmation. Same service and error codes as the API.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.api.deps import SettingsDep, UoW
+from app.errors import AppError, NotFound, PayloadTooLarge, TooManyRequests
+from app.pages.templating import message, page
+from app.ratelimit import limit_public_form
+from app.schemas.runner import RunnerCreate
+from app.services import events as event_service
+from app.services import runners as runner_service
+
+router = APIRouter(include_in_schema=False)
+FIELD_NAMES = {"name": "your name", "email": "your e-mail address", "bib": "the bib number"}
+
+
+@router.get("/e/{slug}", response_class=HTMLResponse)
+def selfie_form(slug: str, uow: UoW) -> HTMLResponse:
+    try:
+        event = event_service.get_event_by_slug(uow, slug)
+    except NotFound:
+        return message("Event not found", "There is no event at this address.", 404)
+    return page("selfie.html", event=event, values={}, error=None)
+
+
+@router.post("/e/{slug}", response_class=HTMLResponse)
+async def submit_selfie(slug: str, request: Request, uow: UoW, settings: SettingsDep) -> HTMLResponse:
+    try:
+        event = await run_in_threadpool(event_service.get_event_by_slug, uow, slug)
+    except NotFound:
+        return message("Event not found", "There is no event at this address.", 404)
+    form = await request.form(max_files=1, max_fields=10)
+    values = {key: str(form.get(key) or "") for key in ("name", "email", "bib")}
+    values["consent"] = bool(form.get("consent"))
+    selfie = form.get("selfie")
+    try:
+        # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
+        limit_public_form(request)
+        fields = _parse_fields(values)
+        data = await selfie.read(settings.max_file_bytes + 1) if isinstance(selfie, UploadFile) else b""
+        if len(data) > settings.max_file_bytes:
+            raise PayloadTooLarge(runner_service.SELFIE_PROBLEMS["image_too_large"], code="image_too_large")
+        backend = await run_in_threadpool(runner_service.selfie_backend, settings)
+        runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
+    except TooManyRequests as exc:
+        return page("selfie.html", 429, event=event, values=values,
+                    error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
+    except AppError as exc:
+        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail)
+    finally:
+        await form.close()
+    return page("enrolled.html", event=event, runner=runner)
+
+
+def _parse_fields(values: dict) -> RunnerCreate:
+    try:
+        return RunnerCreate(**values)
+    except ValidationError as exc:
+        field = str(exc.errors()[0]["loc"][0])
+        raise AppError(f"Please check {FIELD_NAMES.get(field, field)}.", code="validation_error") from exc

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+
+class RunnerCreate(BaseModel):
+    """The enrolment form's text fields (the selfie travels beside them as a file)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    bib: str | None = Field(None, max_length=40)
+    consent: bool = False  # checked by the service, so a missing box gets `consent_required`
+
+    @field_validator("bib", mode="before")
+    @classmethod
+    def _blank_bib_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class RunnerOut(BaseModel):
+    id: str
+    event_id: str
+    name: str
+    email: str
+    bib: str | None
+    created_at: datetime
+    matches: int
+    gallery_url: str
+
+
+class MatchOut(BaseModel):
+    photo_id: str
+    face_id: str
+    similarity: float
+
+
+class MatchList(BaseModel):
+    items: list[MatchOut]
