@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Secrets people copy from examples; refusing them beats signing gallery links with "changeme".
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change", "xxx", ""}
 # Default cosine thresholds per face backend (README: "Matching threshold" has the calibration).
-DEFAULT_MATCH_THRESHOLDS = {"yunet-sface": 0.48, "facenet": 0.60}
+DEFAULT_MATCH_THRESHOLDS = {"yunet-sface": 0.48, "facenet": 0.61}  # bench/calibrate.py
 
 
 def _env(name: str) -> AliasChoices:
