@@ -17,6 +17,7 @@ from app.main import create_app
 from app.ratelimit import SlidingWindowLimiter
 from app.services import api_keys, tokens
 from app.storage import LocalPhotoStore, check_key
+from tests import hostile
 from tests.conftest import RecordingSender, make_settings, new_api_key
 from tests.images import identity_photo
 
@@ -150,7 +151,10 @@ FORGERIES = {
 
 
 def _tampered(token: str) -> str:
-    return token[:-1] + ("A" if token[-1] != "A" else "B")
+    """One character of the signature changed. Not the last one: in unpadded base64 its low bits
+    are unused, so some changes there decode to the very same signature."""
+    i = len(token) - 10
+    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
 
 
 @pytest.mark.parametrize("route", ["/g/{t}", "/g/{t}/photos.zip", "/g/{t}/photos/{p}/original", "/d/{t}", "/u/{t}"])
@@ -232,6 +236,13 @@ def test_selfie_form_validates_fields(anon, world, fields):
     response = _post_form(anon, **fields)
     assert response.status_code == 400 and "text/html" in response.headers["content-type"]
     assert "Please check" in response.text
+
+
+def test_selfie_form_refuses_bombs_and_non_images(anon, world):
+    bomb = _post_form(anon, selfie=hostile.png_decompression_bomb())
+    assert bomb.status_code == 413 and "too large" in bomb.text
+    fake = _post_form(anon, selfie=hostile.not_an_image("html"))
+    assert fake.status_code == 422 and "not a photo" in fake.text and "<script>alert" not in fake.text
 
 
 def test_selfie_form_limits_size_and_rate(anon, world, secure_settings, faces_dir):
