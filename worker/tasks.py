@@ -44,11 +44,15 @@ def process_photo_task(self, photo_ids: str | list[str]) -> dict[str, str]:
 @shared_task(bind=True, name=SWEEP_STALE_WORK)
 def sweep_stale_work_task(self) -> int:
     ctx = get_context(self.app.finishline_settings)
+    stale_after = timedelta(seconds=ctx.settings.stale_after_s)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
-        result = photo_service.sweep_stale_photos(uow, stale_after=timedelta(seconds=ctx.settings.stale_after_s))
-    if result.requeued:
-        log.warning("re-queued %d stale photos", len(result.requeued))
-    return len(result.requeued)
+        photos = photo_service.sweep_stale_photos(uow, stale_after=stale_after)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
+    if photos.requeued or deliveries.requeued or deliveries.uncertain:
+        log.warning("sweeper: re-queued %d photos and %d e-mails; %d e-mails left uncertain",
+                    len(photos.requeued), len(deliveries.requeued), len(deliveries.uncertain))
+    return len(photos.requeued) + len(deliveries.requeued)
 
 
 # Retries at most 300 s apart (less than stale_after), so the sweeper never mistakes a delivery
