@@ -27,7 +27,7 @@ from worker.dispatch import MATCH_RUNNER
 SELFIE_MIN_FACE_PX = 40
 # A second face at least this fraction of the main face's size means we cannot tell who enrols;
 # a smaller one is a bystander in the background.
-SIMILAR_FACE_RATIO = 0.8
+SIMILAR_FACE_RATIO = 0.6
 
 SELFIE_PROBLEMS = {
     "consent_required": "Please tick the box to agree that we use your selfie to find you in the photos.",
