@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -50,12 +51,17 @@ class RecordingSender:
         self.sent.append((task_name, args))
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = make_settings(tmp_path / "data")
+def migrated_settings(data_dir: Path, **overrides) -> Settings:
+    """Settings for a fresh embedded data dir whose database is at the latest migration."""
+    s = make_settings(data_dir, **overrides)
     s.data_dir.mkdir(parents=True)
     upgrade_to_head(s.resolved_database_url)
     return s
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return migrated_settings(tmp_path / "data")
 
 
 def new_api_key(settings: Settings) -> str:
@@ -66,12 +72,19 @@ def new_api_key(settings: Settings) -> str:
     return key
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The API in-process on SQLite, tasks recorded instead of sent."""
+@contextmanager
+def api_client(settings: Settings, *, with_key: bool = True) -> Iterator[TestClient]:
+    """The API in-process, tasks recorded instead of sent; with an organiser key unless told not to."""
     app = create_app(settings)
     app.state.sender = RecordingSender()
-    with TestClient(app, headers={"Authorization": f"Bearer {new_api_key(settings)}"}) as test_client:
+    headers = {"Authorization": f"Bearer {new_api_key(settings)}"} if with_key else {}
+    with TestClient(app, headers=headers) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with api_client(settings) as test_client:
         yield test_client
 
 

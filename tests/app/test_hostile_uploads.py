@@ -8,7 +8,6 @@ tests stay fast; the defaults are in app/config.py.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,11 @@ from PIL import Image
 from sqlalchemy import select
 
 from app.db import Face, Photo
-from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker
 from app.face_backend import load_face_backend
-from app.main import create_app
 from app.services.processing import ProcessingContext, process_photos
 from tests import hostile
-from tests.conftest import RecordingSender, make_settings, new_api_key
+from tests.conftest import RecordingSender, api_client, make_settings, migrated_settings
 from tests.images import identity_photo
 from worker.dispatch import PROCESS_PHOTO
 
@@ -35,17 +32,12 @@ LIMITS = dict(max_file_bytes=2 * MB, max_request_bytes=8 * MB, max_image_pixels=
 
 @pytest.fixture
 def limited(tmp_path: Path):
-    settings = make_settings(tmp_path / "data", **LIMITS)
-    settings.data_dir.mkdir(parents=True)
-    upgrade_to_head(settings.resolved_database_url)
-    return settings
+    return migrated_settings(tmp_path / "data", **LIMITS)
 
 
 @pytest.fixture
 def api(limited):
-    app = create_app(limited)
-    app.state.sender = RecordingSender()
-    with TestClient(app, headers={"Authorization": f"Bearer {new_api_key(limited)}"}) as client:
+    with api_client(limited) as client:
         yield client
 
 

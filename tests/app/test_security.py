@@ -8,35 +8,27 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app.db import Event, Face, Match, Photo, Runner
-from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
-from app.main import create_app
 from app.ratelimit import SlidingWindowLimiter
 from app.services import api_keys, tokens
 from app.storage import LocalPhotoStore, check_key
 from tests import hostile
-from tests.conftest import RecordingSender, make_settings, new_api_key
+from tests.conftest import api_client, migrated_settings, new_api_key
 from tests.images import identity_photo
 
 
 @pytest.fixture
 def secure_settings(tmp_path: Path):
-    settings = make_settings(tmp_path / "data", public_rate_limit=3, public_rate_window_s=3600,
+    return migrated_settings(tmp_path / "data", public_rate_limit=3, public_rate_window_s=3600,
                              max_file_bytes=2 * 2**20)
-    settings.data_dir.mkdir(parents=True)
-    upgrade_to_head(settings.resolved_database_url)
-    return settings
 
 
 @pytest.fixture
 def anon(secure_settings):
     """A client with no API key: what anyone on the internet can do."""
-    app = create_app(secure_settings)
-    app.state.sender = RecordingSender()
-    with TestClient(app) as client:
+    with api_client(secure_settings, with_key=False) as client:
         yield client
 
 
