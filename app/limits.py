@@ -27,17 +27,12 @@ class BodySizeLimit:
     max_file_bytes + 1 MiB for every other route, so nobody can stream gigabytes at a public form.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_form_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
+        self.max_form_bytes = min(max_bytes, max_form_bytes)
 
     def limit_for(self, scope: Scope) -> int:
-        if BULK_UPLOAD.match(scope["path"]):
-            return self.max_bytes
-        # Starlette puts the application in the scope; its settings hold the per-file limit.
-        settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
-        if settings is None:
-            return self.max_bytes
-        return min(self.max_bytes, settings.max_file_bytes + FORM_OVERHEAD_BYTES)
+        return self.max_bytes if BULK_UPLOAD.match(scope["path"]) else self.max_form_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

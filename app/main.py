@@ -11,7 +11,7 @@ from app.api import events, health, notify, photos, runners
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
-from app.limits import BodySizeLimit
+from app.limits import FORM_OVERHEAD_BYTES, BodySizeLimit
 from app.pages import gallery, selfie, unsubscribe
 from app.storage import make_store
 from worker.celery_app import create_celery
@@ -40,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sender = CelerySender(celery)
 
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
+                       max_form_bytes=settings.max_file_bytes + FORM_OVERHEAD_BYTES)
     app.include_router(health.router)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(photos.router, prefix=API_PREFIX)
