@@ -14,6 +14,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from app.db.session import unit_of_work
+from app.services import matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
 from app.services.email import NotSent as EmailNotSent
@@ -49,10 +50,12 @@ def sweep_stale_work_task(self) -> int:
         photos = photo_service.sweep_stale_photos(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
-    if photos.requeued or deliveries.requeued or deliveries.uncertain:
-        log.warning("sweeper: re-queued %d photos and %d e-mails; %d e-mails left uncertain",
-                    len(photos.requeued), len(deliveries.requeued), len(deliveries.uncertain))
-    return len(photos.requeued) + len(deliveries.requeued)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        runners = matching.sweep_unmatched_runners(uow, stale_after=stale_after)
+    if photos.requeued or deliveries.requeued or deliveries.uncertain or runners:
+        log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d e-mails uncertain",
+                    len(photos.requeued), len(runners), len(deliveries.requeued), len(deliveries.uncertain))
+    return len(photos.requeued) + len(deliveries.requeued) + len(runners)
 
 
 # Retries at most 300 s apart (less than stale_after), so the sweeper never mistakes a delivery
@@ -73,8 +76,6 @@ def send_runner_email_task(self, delivery_id: str) -> str:
              retry_backoff_max=300, max_retries=8)
 def match_runner_task(self, runner_id: str) -> int:
     """A new runner against the faces already in their event (photos to come match themselves)."""
-    from app.services import matching
-
     ctx = get_context(self.app.finishline_settings)
     with unit_of_work(ctx.make_session) as uow:
         matches = matching.match_runner(uow, runner_id)

@@ -9,6 +9,7 @@ from app.config import Settings
 from app.db import Runner
 from app.db.session import UnitOfWork
 from app.errors import PayloadTooLarge
+from app.face_backend import load_face_backend
 from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut
 from app.services import gallery as gallery_service
 from app.services import runners as runner_service
@@ -36,7 +37,7 @@ def read_selfie(upload: UploadFile, max_bytes: int) -> bytes:
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
                  uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
     data = read_selfie(selfie, settings.max_file_bytes)
-    runner = runner_service.enrol(uow, event_id, form, data, runner_service.selfie_backend(settings), settings)
+    runner = runner_service.enrol(uow, event_id, form, data, load_face_backend(settings), settings)
     return runner_out(uow, runner, settings)
 
 

@@ -20,4 +20,7 @@ class Runner(IdMixin, Base):
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     model_id: Mapped[str | None] = mapped_column(String(100))
     unsubscribed_at: Mapped[datetime | None]
+    # set once the runner was matched against the event's existing faces (MATCH_RUNNER); the
+    # sweeper re-sends that task for runners still unmatched, e.g. after a lost message
+    matched_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

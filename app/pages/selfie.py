@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from app.api.deps import SettingsDep, UoW
 from app.errors import AppError, NotFound, PayloadTooLarge, TooManyRequests
+from app.face_backend import load_face_backend
 from app.pages.templating import message, page
 from app.ratelimit import limit_public_form
 from app.schemas.runner import RunnerCreate
@@ -50,7 +51,7 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         data = await selfie.read(settings.max_file_bytes + 1) if isinstance(selfie, UploadFile) else b""
         if len(data) > settings.max_file_bytes:
             raise PayloadTooLarge(runner_service.SELFIE_PROBLEMS["image_too_large"], code="image_too_large")
-        backend = await run_in_threadpool(runner_service.selfie_backend, settings)
+        backend = await run_in_threadpool(load_face_backend, settings)
         runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
     except TooManyRequests as exc:
         return page("selfie.html", 429, event=event, values=values,

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 from sqlalchemy import delete, select, update
 
-from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner
+from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.services import events as event_service
+from worker.dispatch import MATCH_RUNNER
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
@@ -209,7 +210,21 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     candidates = np.unique(photos[similarity >= event.match_threshold - CANDIDATE_MARGIN]).tolist()
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
         rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK])
+    runner.matched_at = utcnow()
     return len(uow.session.scalars(select(Match.id).where(Match.runner_id == runner_id)).all())
+
+
+def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> list[str]:
+    """Re-send MATCH_RUNNER for runners enrolled longer ago than `stale_after` and never matched
+    (their message was lost); a duplicate run writes no difference."""
+    cutoff = utcnow() - stale_after
+    runner_ids = list(uow.session.scalars(
+        select(Runner.id).where(Runner.matched_at.is_(None), Runner.embedding.is_not(None),
+                                Runner.created_at < cutoff).order_by(Runner.created_at).limit(limit)
+    ))
+    for runner_id in runner_ids:
+        uow.send_task(MATCH_RUNNER, runner_id)
+    return runner_ids
 
 
 def rematch_event(uow: UnitOfWork, event: Event) -> None:

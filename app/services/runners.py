@@ -39,14 +39,6 @@ SELFIE_PROBLEMS = {
 }
 
 
-def selfie_backend(settings: Settings) -> FaceBackend:
-    """The process's face backend, loaded on the first selfie (models.loader caches it, locked)."""
-    from models.loader import get_backend, resolve_device  # cv2/torch only when first needed
-
-    return get_backend(settings.face_backend, device=resolve_device(settings.device),
-                       cache_dir=settings.model_cache_dir, batch_size=settings.embed_batch_size)
-
-
 def choose_face(faces: list[FaceResult]) -> FaceResult:
     """The selfie's dominant face, or the reason (an error with a stable code) there is none."""
     if not faces:

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.db.session import unit_of_work
+from app.face_backend import load_face_backend
 from app.main import create_app
 from app.services import matching
-from app.services import runners as runner_service
 from app.services.processing import ProcessingContext, process_photos
 from tests.conftest import new_api_key
 from worker.dispatch import MATCH_RUNNER
@@ -155,7 +155,7 @@ class World:
 
     def process(self, photo_ids: list[str]) -> None:
         state = self.app.state
-        backend = runner_service.selfie_backend(self.settings)
+        backend = load_face_backend(self.settings)
         ctx = ProcessingContext(self.settings, state.make_session, state.store, backend, self.sender)
         outcomes = process_photos(ctx, photo_ids, task_id="test")
         assert set(outcomes.values()) == {"done"}, outcomes

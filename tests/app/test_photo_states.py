@@ -84,3 +84,33 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(make_session):
             photo_service.sweep_stale_photos(uow, stale_after=STALE)
             raise RuntimeError("boom")
     assert sender.sent == []
+
+
+def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
+    from app.db import Runner
+    from app.services import matching
+    from worker.dispatch import MATCH_RUNNER
+
+    with unit_of_work(make_session) as uow:
+        event = Event(name="e", slug="runners-e", match_threshold=0.5)
+        uow.session.add(event)
+        uow.session.flush()
+
+        def runner(**fields) -> Runner:
+            row = Runner(event_id=event.id, name="r", email="r@example.org", embedding=b"\0" * 512,
+                         model_id="m", **fields)
+            uow.session.add(row)
+            return row
+
+        lost = runner(created_at=utcnow() - timedelta(minutes=30))
+        matched = runner(created_at=utcnow() - timedelta(minutes=30), matched_at=utcnow())
+        fresh = runner()
+    sender = RecordingSender()
+    with unit_of_work(make_session, sender) as uow:
+        assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == [lost.id]
+    assert sender.sent == [(MATCH_RUNNER, (lost.id,))]
+    with unit_of_work(make_session) as uow:  # matching the runner settles it
+        matching.match_runner(uow, lost.id)
+    with unit_of_work(make_session, RecordingSender()) as uow:
+        assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == []
+    del matched, fresh
