@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     detect_long_side: int = Field(1600, ge=320, validation_alias=_env("FINISHLINE_DETECT_LONG_SIDE"))
     min_face_px: int = Field(24, ge=8, validation_alias=_env("FINISHLINE_MIN_FACE_PX"))
     embed_batch_size: int = Field(32, ge=1, validation_alias=_env("FINISHLINE_EMBED_BATCH_SIZE"))
+    # photos per worker task: 1 suits CPU workers; ~8 lets a GPU worker batch across photos
+    photos_per_task: int = Field(1, ge=1, le=64, validation_alias=_env("FINISHLINE_PHOTOS_PER_TASK"))
     max_file_bytes: int = Field(60 * 2**20, validation_alias=_env("FINISHLINE_MAX_FILE_BYTES"))
     max_request_bytes: int = Field(4 * 2**30, validation_alias=_env("FINISHLINE_MAX_REQUEST_BYTES"))
     max_image_pixels: int = Field(120_000_000, validation_alias=_env("FINISHLINE_MAX_IMAGE_PIXELS"))

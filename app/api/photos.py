@@ -67,9 +67,11 @@ async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: Uow
                               max_archive_bytes=settings.max_archive_bytes,
                               max_compression_ratio=settings.max_compression_ratio,
                               max_archive_entries=settings.max_archive_entries)
-        uploader = Uploader(open_uow, store, settings.data_dir / "tmp", limits, event_id)
+        uploader = Uploader(open_uow, store, settings.data_dir / "tmp", limits, event_id,
+                            photos_per_task=settings.photos_per_task)
         for upload in files:
             await run_in_threadpool(uploader.add_file, upload.filename or "unnamed", upload.file)
+        await run_in_threadpool(uploader.finish)
     finally:
         await form.close()
     return UploadOut(

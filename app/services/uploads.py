@@ -140,10 +140,21 @@ class Uploader:
     """
 
     def __init__(self, open_uow: Callable[[], ContextManager[UnitOfWork]], store: PhotoStore,
-                 staging_dir: Path, limits: UploadLimits, event_id: str) -> None:
+                 staging_dir: Path, limits: UploadLimits, event_id: str, *, photos_per_task: int = 1) -> None:
         self.open_uow, self.store, self.staging_dir = open_uow, store, staging_dir
         self.limits, self.event_id = limits, event_id
         self.report = UploadReport()
+        # Several photos per task let a GPU worker batch them through the networks together.
+        # Ids not sent yet (the request died) are re-queued by the sweeper.
+        self.photos_per_task = photos_per_task
+        self._unsent: list[str] = []
+
+    def finish(self) -> None:
+        """Queue the photos still waiting for a full task; call once after the last file."""
+        if self._unsent:
+            ids, self._unsent = self._unsent, []
+            with self.open_uow() as uow:
+                uow.send_task(PROCESS_PHOTO, ids[0] if len(ids) == 1 else ids)
 
     def reject(self, filename: str, code: str, detail: str) -> None:
         self.report.rejected.append(Rejection(filename, code, detail))
@@ -250,6 +261,8 @@ class Uploader:
         with self.open_uow() as uow:
             result = self._insert_photo(uow, display, staged)
         self.report.photos.append(result)
+        if len(self._unsent) >= self.photos_per_task:
+            self.finish()
 
     def _insert_photo(self, uow: UnitOfWork, display: str, staged: _Staged) -> UploadedPhoto:
         existing = _find_duplicate(uow, self.event_id, staged.sha256)
@@ -265,7 +278,7 @@ class Uploader:
                 existing = _find_duplicate(uow, self.event_id, staged.sha256)
             else:
                 self.store.put_file(photo.storage_key, staged.path)
-                uow.send_task(PROCESS_PHOTO, photo.id)
+                self._unsent.append(photo.id)
                 return UploadedPhoto(photo.id, display, photo.status, False)
         assert existing is not None
         return UploadedPhoto(existing.id, display, existing.status, True)

@@ -106,3 +106,15 @@ def test_upload_errors_are_problems(client, settings, faces_dir):
     too_big = client.post(f"/api/v1/events/{event_id}/photos", files=[("files", ("a.jpg", b"x"))],
                           headers={"Content-Length": str(settings.max_request_bytes + 1)})
     assert too_big.status_code == 413 and too_big.json()["code"] == "payload_too_large"
+
+
+def test_photos_can_be_queued_several_per_task_for_gpu_batching(tmp_path, faces_dir):
+    from tests.conftest import api_client, migrated_settings
+
+    with api_client(migrated_settings(tmp_path / "data", photos_per_task=3)) as client:
+        event_id = _event(client)
+        files = [("files", (f"{n}.jpg", identity_photo(faces_dir, "tim_henman", n).read_bytes())) for n in range(1, 6)]
+        body = client.post(f"/api/v1/events/{event_id}/photos", files=files).json()
+        sent = client.app.state.sender.sent
+    ids = [p["id"] for p in body["photos"]]
+    assert sent == [(PROCESS_PHOTO, (ids[:3],)), (PROCESS_PHOTO, (ids[3:],))]

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 @pytest.fixture
 def stack(tmp_path, postgres_url, redis_url):
-    settings = make_settings(tmp_path / "data", database_url=postgres_url, redis_url=redis_url)
+    # two photos per task: the real worker also takes the batched (GPU) shape of task
+    settings = make_settings(tmp_path / "data", database_url=postgres_url, redis_url=redis_url, photos_per_task=2)
     settings.data_dir.mkdir(parents=True)
     upgrade_to_head(postgres_url)
     log_path = tmp_path / "worker.log"
