@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import Face
-from app.db.session import UnitOfWork, unit_of_work
+from app.db.session import TaskSender, unit_of_work
+from app.services import matching
 from app.services import photos as photo_service
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image, render_jpeg
@@ -31,10 +33,10 @@ THUMB_LONG_SIDE = 400
 @dataclass(frozen=True)
 class ProcessingContext:
     settings: Settings
-    make_session: object  # sessionmaker
+    make_session: sessionmaker[Session]
     store: PhotoStore
     backend: FaceBackend
-    sender: object  # TaskSender
+    sender: TaskSender
 
 
 def _decode(store: PhotoStore, key: str, max_pixels: int) -> Image.Image:
@@ -95,16 +97,9 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
             photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, faces))
             photo_service.mark_done(uow, photo, width=image.width, height=image.height,
                                     preview_key=preview_key, thumb_key=thumb_key)
-            on_photo_done(uow, photo)
+            matching.on_photo_done(uow, photo)  # its faces against the event's runners
         outcomes[photo_id] = "done"
     return outcomes
-
-
-def on_photo_done(uow: UnitOfWork, photo) -> None:
-    """Hook for what follows a processed photo (matching its faces against the event's runners)."""
-    from app.services import matching  # here, so this hook stays the only tie between the two
-
-    matching.on_photo_done(uow, photo)
 
 
 def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
