@@ -8,7 +8,6 @@ from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW
 from app.config import Settings
 from app.db import Runner
 from app.db.session import UnitOfWork
-from app.errors import PayloadTooLarge
 from app.face_backend import load_face_backend
 from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut
 from app.services import gallery as gallery_service
@@ -25,18 +24,11 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
     )
 
 
-def read_selfie(upload: UploadFile, max_bytes: int) -> bytes:
-    data = upload.file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"The selfie is larger than {max_bytes} bytes.", code="image_too_large")
-    return data
-
-
 # A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop.
 @router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut)
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
                  uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
-    data = read_selfie(selfie, settings.max_file_bytes)
+    data = runner_service.read_selfie(selfie.file, settings.max_file_bytes)
     runner = runner_service.enrol(uow, event_id, form, data, load_face_backend(settings), settings)
     return runner_out(uow, runner, settings)
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.api.deps import SettingsDep, UoW
-from app.errors import AppError, NotFound, PayloadTooLarge, TooManyRequests
+from app.errors import AppError, NotFound, TooManyRequests
 from app.face_backend import load_face_backend
 from app.pages.templating import message, page
 from app.ratelimit import limit_public_form
@@ -48,9 +48,8 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
         limit_public_form(request)
         fields = _parse_fields(values)
-        data = await selfie.read(settings.max_file_bytes + 1) if isinstance(selfie, UploadFile) else b""
-        if len(data) > settings.max_file_bytes:
-            raise PayloadTooLarge(runner_service.SELFIE_PROBLEMS["image_too_large"], code="image_too_large")
+        data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
+                if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)
         runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
     except TooManyRequests as exc:

@@ -7,6 +7,8 @@ enrolled under another face model must therefore enrol again (their vectors are 
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 from sqlalchemy import func, select
 
 from app.config import Settings
@@ -37,6 +39,14 @@ SELFIE_PROBLEMS = {
     "face_too_small": "Your face is too small in that photo. Please upload a closer photo of your face.",
     "image_too_large": "That photo is too large. Please upload a smaller picture.",
 }
+
+
+def read_selfie(stream: BinaryIO, max_bytes: int) -> bytes:
+    """The selfie's bytes, reading one byte past the limit to know it was exceeded (413)."""
+    data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(SELFIE_PROBLEMS["image_too_large"], code="image_too_large")
+    return data
 
 
 def choose_face(faces: list[FaceResult]) -> FaceResult:
