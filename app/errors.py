@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -63,10 +64,22 @@ class ServiceUnavailable(AppError):
     status, title, code = 503, "Service unavailable", "unavailable"
 
 
-def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None) -> JSONResponse:
-    body = {"type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
+def problem_body(status: int, title: str, detail: str, code: str) -> dict[str, str | int]:
+    return {"type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
             "detail": detail, "code": code}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(problem_body(status, title, detail, code), status_code=status, media_type=PROBLEM_JSON,
+                        headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (Starlette's own Allow names one route's only)."""
+    methods = [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                      for route in request.app.router.routes)]
+    return ", ".join(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -86,10 +99,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, "Unprocessable content", "; ".join(parts) or "invalid request", "validation_error")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {400: "malformed_body", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                 413: "payload_too_large"}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         return problem(exc.status_code, str(exc.detail), str(exc.detail),
-                       codes.get(exc.status_code, f"http_{exc.status_code}"))
+                       codes.get(exc.status_code, f"http_{exc.status_code}"), headers or None)
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:

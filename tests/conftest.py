@@ -180,3 +180,23 @@ def stop_process(process: subprocess.Popen, sig=None, timeout: float = 40) -> in
             process.kill()
             process.wait()
     return process.returncode
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """`app` served by uvicorn on a loopback port in a thread; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import ApiKeyDep, SettingsDep, UoW
+from app.api.openapi import api_errors
 from app.db import Event
 from app.db.session import UnitOfWork
 from app.schemas.event import EventCreate, EventOut, EventStatsOut, EventUpdate
@@ -21,19 +22,23 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
     )
 
 
-@router.post("/events", status_code=201, response_model=EventOut)
+@router.post("/events", status_code=201, response_model=EventOut, summary="Create an event",
+             responses=api_errors("malformed_body", "validation_error", "payload_too_large"))
 def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
     event = event_service.create_event(uow, name=body.name, starts_on=body.starts_on, match_threshold=threshold)
     return event_out(uow, event, settings.public_base_url)
 
 
-@router.get("/events/{event_id}", response_model=EventOut)
+@router.get("/events/{event_id}", response_model=EventOut, summary="Get an event with its live counts",
+            responses=api_errors("event_not_found"))
 def get_event(event_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
     return event_out(uow, event_service.get_event(uow, event_id), settings.public_base_url)
 
 
-@router.patch("/events/{event_id}", response_model=EventOut)
+@router.patch("/events/{event_id}", response_model=EventOut, summary="Edit an event",
+              responses=api_errors("event_not_found", "malformed_body", "validation_error",
+                                   "payload_too_large"))
 def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
     """Edit an event; a new `match_threshold` recomputes its matches before this returns."""
     event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))

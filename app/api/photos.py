@@ -8,6 +8,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.health import check_broker
+from app.api.openapi import api_errors
 from app.db import Face, Photo
 from app.errors import AppError, PayloadTooLarge, Unprocessable
 from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
@@ -22,7 +23,8 @@ UPLOAD_BODY = {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+            "properties": {"files": {"type": "array", "minItems": 1,
+                                     "items": {"type": "string", "format": "binary"},
                                      "description": "JPEG, PNG or ZIP files (repeat the field)"}},
         }}},
     }
@@ -50,7 +52,10 @@ async def _read_form(request: Request, max_files: int) -> FormData:
         raise Unprocessable(detail, code="malformed_upload") from exc
 
 
-@router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY)
+@router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY,
+             summary="Upload photos (JPEG, PNG or ZIPs of them)",
+             responses=api_errors("event_not_found", "payload_too_large", "too_many_files", "no_files",
+                                  "malformed_upload", "broker_unavailable"))
 async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
                         settings: SettingsDep, store: StoreDep, _key: ApiKeyDep) -> UploadOut:
     await run_in_threadpool(event_service.get_event, uow, event_id)
@@ -80,7 +85,8 @@ async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: Uow
     )
 
 
-@router.get("/events/{event_id}/photos", response_model=PhotoPage)
+@router.get("/events/{event_id}/photos", response_model=PhotoPage, summary="List an event's photos",
+            responses=api_errors("event_not_found", "validation_error"))
 def list_photos(event_id: str, uow: UoW, _key: ApiKeyDep,
                 status: Literal["pending", "processing", "done", "failed"] | None = None,
                 limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> PhotoPage:
@@ -90,7 +96,8 @@ def list_photos(event_id: str, uow: UoW, _key: ApiKeyDep,
     return PhotoPage(items=[photo_out(p, faces[p.id]) for p in photos], next_cursor=next_cursor)
 
 
-@router.get("/photos/{photo_id}", response_model=PhotoOut)
+@router.get("/photos/{photo_id}", response_model=PhotoOut, summary="Get a photo with its faces",
+            responses=api_errors("photo_not_found"))
 def get_photo(photo_id: str, uow: UoW, _key: ApiKeyDep) -> PhotoOut:
     photo = photo_service.get_photo(uow, photo_id)
     return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])

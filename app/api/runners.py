@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW
+from app.api.openapi import api_errors
 from app.config import Settings
 from app.db import Runner
 from app.db.session import UnitOfWork
@@ -25,7 +26,12 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
 
 
 # A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop.
-@router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut)
+@router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut,
+             summary="Enrol a runner with a selfie",
+             responses=api_errors("event_not_found", "malformed_body", "payload_too_large", "image_too_large",
+                                  "validation_error",
+                                  "consent_required", "not_an_image", "no_face", "multiple_faces",
+                                  "face_too_small"))
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
                  uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
     data = runner_service.read_selfie(selfie.file, settings.max_file_bytes)
@@ -33,19 +39,22 @@ def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: A
     return runner_out(uow, runner, settings)
 
 
-@router.get("/runners/{runner_id}", response_model=RunnerOut)
+@router.get("/runners/{runner_id}", response_model=RunnerOut, summary="Get a runner",
+            responses=api_errors("runner_not_found"))
 def get_runner(runner_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
     return runner_out(uow, runner_service.get_runner(uow, runner_id), settings)
 
 
-@router.get("/runners/{runner_id}/matches", response_model=MatchList)
+@router.get("/runners/{runner_id}/matches", response_model=MatchList, summary="List a runner's matched photos",
+            responses=api_errors("runner_not_found"))
 def list_matches(runner_id: str, uow: UoW, _key: ApiKeyDep) -> MatchList:
     matches = runner_service.list_matches(uow, runner_id)
     return MatchList(items=[MatchOut(photo_id=m.photo_id, face_id=m.face_id, similarity=m.similarity)
                             for m in matches])
 
 
-@router.delete("/runners/{runner_id}", status_code=204)
+@router.delete("/runners/{runner_id}", status_code=204, summary="Delete a runner and all their data",
+               responses=api_errors("runner_not_found"))
 def delete_runner(runner_id: str, uow: UoW, store: StoreDep, _key: ApiKeyDep) -> Response:
     runner_service.delete_runner(uow, store, runner_id)
     return Response(status_code=204)
