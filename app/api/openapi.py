@@ -35,12 +35,17 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "image_too_large": (413, "That photo is too large. Please upload a smaller picture."),
     "too_many_files": (413, "Too many files. Maximum number of files is 5000. (at most 5000 per request)"),
     "validation_error": (422, "name: String should have at least 1 character"),
+    "invalid_cursor": (422, "This cursor is not one we gave out; start again without it."),
+    "invalid_scope": (422, "Only partner keys are limited to events."),
+    "unknown_event": (422, "event_ids must be events of this organisation."),
     "no_files": (422, "Send one or more files in the multipart field `files`."),
     "malformed_upload": (422, "Did not find boundary character 45 at index 2"),
     "consent_required": (422, "Please tick the box to agree that we use your selfie to find you in the photos."),
     "not_an_image": (422, "That file is not a photo we can read. Please upload a JPEG or PNG picture of your face."),
     "no_face": (422, "We could not find a face in that photo. Please upload a clear photo of your face."),
-    "multiple_faces": (422, "There is more than one face in that photo. Please upload a photo of just you."),
+    "multiple_faces": (422, "There is more than one face in that photo. Please upload a photo of just you, "
+                            "or choose which face is yours."),
+    "invalid_face": (422, "That face choice does not match this photo. Please choose one of the faces shown."),
     "face_too_small": (422, "Your face is too small in that photo. Please upload a closer photo of your face."),
     "unsafe_url": (422, "url: the host resolves to a private or loopback address (10.0.0.7)"),
     "rate_limited": (429, "Too many requests; try again in 12 s."),
@@ -48,6 +53,10 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "broker_unavailable": (503, "The task queue is unavailable; try again shortly."),
     "not_ready": (503, "Not ready: broker unavailable."),
 }
+
+# Fields beside the standard ones in some answers.
+EXTRA = {"multiple_faces": {"faces": [{"index": 0, "box": [40.0, 52.0, 190.0, 230.0]},
+                                      {"index": 1, "box": [260.0, 60.0, 400.0, 236.0]}]}}
 
 # What every route behind an API key can answer, whatever it does.
 KEYED = ("unauthorized", "forbidden", "database_unavailable")
@@ -76,7 +85,7 @@ def problems(*codes: str) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for status, status_codes in sorted(by_status.items()):
         title = _title(status)
-        examples = {code: {"summary": code, "value": problem_body(status, title, CATALOGUE[code][1], code)}
+        examples = {code: {"summary": code, "value": problem_body(status, title, CATALOGUE[code][1], code, EXTRA.get(code))}
                     for code in status_codes}
         response: dict[str, Any] = {
             "description": f"{title}: `code` is one of " + ", ".join(f"`{c}`" for c in status_codes),

@@ -67,3 +67,11 @@ class EventOut(BaseModel):
     created_at: datetime
     selfie_url: str
     stats: EventStatsOut
+
+
+class EventPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_EVENT],
+                                                               "next_cursor": "0190c7a35b2e4f00a1b2c3d4e5"}]})
+
+    items: list[EventOut] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
