@@ -27,8 +27,17 @@ def require_organiser(caller: Caller) -> None:
         raise Forbidden(FORBIDDEN)
 
 
+def _organisation_events(caller: Caller) -> Select[tuple[Event]]:
+    return select(Event).where(Event.organisation_id == caller.organisation_id)
+
+
+def _organisation_runners(caller: Caller) -> Select[tuple[Runner]]:
+    return select(Runner).join(Event, Event.id == Runner.event_id).where(
+        Event.organisation_id == caller.organisation_id)
+
+
 def readable_events(caller: Caller) -> Select[tuple[Event]]:
-    query = select(Event).where(Event.organisation_id == caller.organisation_id)
+    query = _organisation_events(caller)
     if not caller.is_organiser and caller.event_ids:
         query = query.where(Event.id.in_(caller.event_ids))
     return query
@@ -40,8 +49,7 @@ def readable_photos(caller: Caller) -> Select[tuple[Photo]]:
 
 
 def readable_runners(caller: Caller) -> Select[tuple[Runner]]:
-    query = select(Runner).join(Event, Event.id == Runner.event_id).where(
-        Event.organisation_id == caller.organisation_id)
+    query = _organisation_runners(caller)
     if not caller.is_organiser:
         query = query.where(Runner.enrolled_by_key_id == caller.key_id)
         if caller.event_ids:
@@ -59,8 +67,8 @@ def _may_use_event(caller: Caller, event_id: str) -> bool:
 
 def get_event(uow: UnitOfWork, caller: Caller, event_id: str) -> Event:
     """The event, if it is the caller's organisation's (404) and, for a partner, one of its events (403)."""
-    event = uow.session.scalar(select(Event).where(Event.id == event_id,
-                                                   Event.organisation_id == caller.organisation_id))
+    # organisation first, the partner's list second: outside the organisation is 404, inside 403
+    event = uow.session.scalar(_organisation_events(caller).where(Event.id == event_id))
     if event is None:
         raise NotFound(f"No event with id {event_id!r}.", code="event_not_found")
     if not _may_use_event(caller, event.id):
@@ -79,9 +87,7 @@ def get_photo(uow: UnitOfWork, caller: Caller, photo_id: str) -> Photo:
 
 def get_runner(uow: UnitOfWork, caller: Caller, runner_id: str) -> Runner:
     """The runner, if in the caller's organisation (404) and, for a partner, enrolled by this key (403)."""
-    runner = uow.session.scalar(
-        select(Runner).join(Event, Event.id == Runner.event_id)
-        .where(Runner.id == runner_id, Event.organisation_id == caller.organisation_id))
+    runner = uow.session.scalar(_organisation_runners(caller).where(Runner.id == runner_id))
     if runner is None:
         raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")
     if not caller.is_organiser and (runner.enrolled_by_key_id != caller.key_id
