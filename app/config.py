@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
     sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))
     worker_concurrency: int | None = Field(None, validation_alias=_env("FINISHLINE_WORKER_CONCURRENCY"))
+    # Webhook URLs resolving to loopback or private addresses are refused (at creation and at each
+    # send, against DNS rebinding) unless this is true: tests, or receivers on a private network.
+    webhook_allow_private: bool = Field(False, validation_alias=_env("FINISHLINE_WEBHOOK_ALLOW_PRIVATE"))
 
     @field_validator("public_base_url")
     @classmethod

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import events, health, keys, notify, photos, runners
+from app.api import events, health, keys, notify, photos, runners, webhooks
 from app.api.openapi import install_openapi
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
+    app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(unsubscribe.router)
     app.include_router(api_docs.router)
     api_docs.mount_docs_assets(app)

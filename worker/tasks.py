@@ -17,10 +17,13 @@ from app.db.session import unit_of_work
 from app.services import matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
+from app.services import webhooks as webhook_service
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
+from app.services.webhooks import NotDelivered as WebhookNotDelivered
 from worker.context import get_context
-from worker.dispatch import MATCH_RUNNER, PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender
+from worker.dispatch import (DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
+                             CelerySender)
 
 log = get_task_logger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
@@ -52,10 +55,13 @@ def sweep_stale_work_task(self) -> int:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         runners = matching.sweep_unmatched_runners(uow, stale_after=stale_after)
-    if photos.requeued or deliveries.requeued or deliveries.uncertain or runners:
-        log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d e-mails uncertain",
-                    len(photos.requeued), len(runners), len(deliveries.requeued), len(deliveries.uncertain))
-    return len(photos.requeued) + len(deliveries.requeued) + len(runners)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        hooks = webhook_service.sweep_stale_events(uow, stale_after=stale_after)
+    if photos.requeued or deliveries.requeued or deliveries.uncertain or runners or hooks:
+        log.warning("sweeper: re-queued %d photos, %d runners to match, %d e-mails and %d webhook events; "
+                    "%d e-mails uncertain", len(photos.requeued), len(runners), len(deliveries.requeued),
+                    len(hooks), len(deliveries.uncertain))
+    return len(photos.requeued) + len(deliveries.requeued) + len(runners) + len(hooks)
 
 
 # Retries at most 300 s apart (less than stale_after), so the sweeper never mistakes a delivery
@@ -72,12 +78,25 @@ def send_runner_email_task(self, delivery_id: str) -> str:
     return outcome
 
 
+# Retries back off up to 300 s apart (under stale_after, so the sweeper leaves a waiting retry
+# alone); 10 retries span about half an hour of a receiver being down.
+@shared_task(bind=True, name=DELIVER_WEBHOOK, autoretry_for=(WebhookNotDelivered, *TRANSIENT), retry_backoff=True,
+             retry_backoff_max=300, max_retries=10)
+def deliver_webhook_task(self, webhook_event_id: str) -> str:
+    ctx = get_context(self.app.finishline_settings)
+    outcome = webhook_service.deliver(ctx.make_session, webhook_event_id,
+                                      allow_private=ctx.settings.webhook_allow_private,
+                                      last_try=self.request.retries >= self.max_retries)
+    log.info("webhook event %s: %s", webhook_event_id, outcome)
+    return outcome
+
+
 @shared_task(bind=True, name=MATCH_RUNNER, autoretry_for=TRANSIENT, retry_backoff=True,
              retry_backoff_max=300, max_retries=8)
 def match_runner_task(self, runner_id: str) -> int:
     """A new runner against the faces already in their event (photos to come match themselves)."""
     ctx = get_context(self.app.finishline_settings)
-    with unit_of_work(ctx.make_session) as uow:
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:  # the sender: runner.matched webhooks
         matches = matching.match_runner(uow, runner_id)
     log.info("runner %s: %d matches", runner_id, matches)
     return matches

@@ -47,6 +47,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
                             "or choose which face is yours."),
     "invalid_face": (422, "That face choice does not match this photo. Please choose one of the faces shown."),
     "face_too_small": (422, "Your face is too small in that photo. Please upload a closer photo of your face."),
+    "invalid_url": (422, "url: the host 'hooks.example.invalid' does not resolve"),
     "unsafe_url": (422, "url: the host resolves to a private or loopback address (10.0.0.7)"),
     "rate_limited": (429, "Too many requests; try again in 12 s."),
     "database_unavailable": (503, "The database is unavailable; try again shortly."),

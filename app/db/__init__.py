@@ -10,8 +10,10 @@ from app.db.organisation import Organisation
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
 from app.db.user import User
+from app.db.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookEventStatus
 
 __all__ = [
     "ApiKey", "Base", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
-    "Organisation", "Photo", "PhotoStatus", "Runner", "User", "new_id", "utcnow",
+    "Organisation", "Photo", "PhotoStatus", "Runner", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
+    "WebhookEventStatus", "User", "new_id", "utcnow",
 ]

@@ -49,6 +49,7 @@ class UnitOfWork:
         self.session = session
         self.sender = sender
         self._after_commit: list[Callable[[], None]] = []
+        self._collected: dict[str, tuple[set, Callable[[set], None]]] = {}
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
@@ -59,6 +60,20 @@ class UnitOfWork:
             raise RuntimeError("this unit of work has no task sender")
         sender = self.sender
         self.after_commit(lambda: sender.send(task_name, *args))
+
+    def collect(self, name: str, flush: Callable[[set], None]) -> set:
+        """A set of things to act on once per transaction: `flush(items)` runs just before commit,
+        however often they were added (e.g. one webhook event per runner whose matches changed)."""
+        if name not in self._collected:
+            self._collected[name] = (set(), flush)
+        return self._collected[name][0]
+
+    def flush_collected(self) -> None:
+        while self._collected:
+            _, (items, flush) = self._collected.popitem()
+            if items:
+                flush(items)
+        self.session.flush()
 
     def run_after_commit(self) -> None:
         callbacks, self._after_commit = self._after_commit, []
@@ -77,6 +92,7 @@ def unit_of_work(
     uow = UnitOfWork(session, sender)
     try:
         yield uow
+        uow.flush_collected()
         session.commit()
     except BaseException:
         session.rollback()

@@ -20,6 +20,7 @@ from app.db import Face
 from app.db.session import TaskSender, unit_of_work
 from app.services import matching
 from app.services import photos as photo_service
+from app.services import webhooks
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image, render_jpeg
 from models.pipeline import FaceResult, analyse_images
@@ -97,15 +98,18 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
             photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, faces))
             photo_service.mark_done(uow, photo, width=image.width, height=image.height,
                                     preview_key=preview_key, thumb_key=thumb_key)
-            matching.on_photo_done(uow, photo)  # its faces against the event's runners
+            matching.on_photo_done(uow, photo)  # its faces against the event's runners (locks the event)
+            webhooks.photos_finished(uow, event_id)
         outcomes[photo_id] = "done"
     return outcomes
 
 
 def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
-    with unit_of_work(ctx.make_session) as uow:
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
         photo = photo_service.get_photo(uow, photo_id)
         if photo.claimed_by == task_id:
             photo_service.mark_failed(uow, photo, error)
+            matching.lock_event(uow, photo.event_id)  # serialise with other photos finishing
+            webhooks.photos_finished(uow, photo.event_id)
     log.info("photo %s failed: %s", photo_id, error)
 
