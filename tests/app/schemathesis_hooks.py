@@ -35,6 +35,8 @@ def with_real_images(case):
         case.body.pop("face", None)  # an index into the faces of an earlier `multiple_faces` answer
         if case.body.get("event_ids"):  # ids of events that exist (others are rightly 422 unknown_event)
             case.body["event_ids"] = [os.environ["FINISHLINE_TEST_EVENT_ID"]]
+        if isinstance(case.body.get("url"), str):  # a webhook: a host that resolves (no DNS here)
+            case.body["url"] = "http://127.0.0.1:9/hooks"
         if isinstance(case.body.get("email"), str):
             case.body["email"] = SPECIAL_USE.sub(".org", case.body["email"])
     return case

@@ -22,7 +22,7 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    app = create_app(migrated_settings(tmp_path_factory.mktemp("openapi") / "data"))
+    app = create_app(migrated_settings(tmp_path_factory.mktemp("openapi") / "data", webhook_allow_private=True))
     app.state.sender = RecordingSender()
     return app
 
