@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notify.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
+    webhooks.document_deliveries(app)
     app.include_router(unsubscribe.router)
     app.include_router(api_docs.router)
     api_docs.mount_docs_assets(app)

@@ -127,6 +127,11 @@ def _finish(schema: dict[str, Any]) -> dict[str, Any]:
                 if parameter.get("in") == "path" and parameter["name"] in PATH_PARAMETERS:
                     parameter.setdefault("description", PATH_PARAMETERS[parameter["name"]])
                     parameter.setdefault("example", EXAMPLE_ID)
+    for item in schema.get("webhooks", {}).values():
+        for operation in item.values():
+            # what a receiver answers: its status alone (FastAPI would add our 422 and a JSON body)
+            operation["responses"] = {status: {"description": r["description"]}
+                                      for status, r in operation["responses"].items() if status != "422"}
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     return schema

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Header, Response
 
 from app.api.deps import CallerDep, SettingsDep, UoW
 from app.api.openapi import api_errors
 from app.db import WebhookEndpoint
-from app.schemas.webhook import WebhookCreate, WebhookCreated, WebhookList, WebhookOut
+from app.schemas.webhook import EventProcessed, RunnerMatched, WebhookCreate, WebhookCreated, WebhookList, WebhookOut
 from app.services import webhooks as webhook_service
 
 router = APIRouter(tags=["webhooks"])
@@ -38,3 +40,24 @@ def list_webhooks(uow: UoW, caller: CallerDep) -> WebhookList:
 def delete_webhook(webhook_id: str, uow: UoW, caller: CallerDep) -> Response:
     webhook_service.delete_endpoint(uow, caller, webhook_id)
     return Response(status_code=204)
+
+
+# --- the deliveries themselves, for /docs and the schema's "webhooks" -----------------------------
+
+Signature = Annotated[str, Header(alias="Finishline-Signature", description=(
+    "`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`: check it over the raw "
+    "body before parsing, and refuse old `t`"))]
+RECEIVER_ANSWERS = {200: {"description": "Any 2xx: delivered, never sent again. Anything else, or no answer "
+                                         "in 10 s: retried with backoff (about half an hour)"}}
+
+
+def document_deliveries(app: FastAPI) -> None:
+    @app.webhooks.post("runner.matched", summary="A runner's matching finished or their matches changed",
+                       responses=RECEIVER_ANSWERS)
+    def runner_matched(body: RunnerMatched, finishline_signature: Signature) -> None:
+        """POSTed to each endpoint subscribed to `runner.matched`."""
+
+    @app.webhooks.post("event.processed", summary="No photo of the event is pending or processing any more",
+                       responses=RECEIVER_ANSWERS)
+    def event_processed(body: EventProcessed, finishline_signature: Signature) -> None:
+        """POSTed once each time it becomes true (new photos that finish make it true again)."""

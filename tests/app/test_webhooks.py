@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
 
@@ -232,3 +233,19 @@ def test_real_photos_and_a_real_selfie_give_runner_matched_and_event_processed(t
     assert matched_photos == {photo_ids["b.jpg"], photo_ids["e.jpg"]}
     assert matched["data"]["event_id"] == event["id"]
     assert len({b["id"] for b in receiver.received}) == len(receiver.received)  # no duplicates
+    components = app.openapi()["components"]  # what /docs says a receiver gets (its "webhooks")
+    for body in receiver.received:
+        name = {"runner.matched": "RunnerMatched", "event.processed": "EventProcessed"}[body["type"]]
+        validator = jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{name}", "components": components})
+        assert validator.is_valid(body), (name, [e.message for e in validator.iter_errors(body)])
+
+
+def test_deleting_the_race_event_deletes_its_webhook_events(api, receiver):
+    subscribe(api, receiver)
+    runner_id = a_runner(api)
+    emit_runner_matched(api, runner_id)
+    [event_id] = queued(api)
+    with unit_of_work(api.app.state.make_session) as uow:
+        race = uow.session.get(WebhookEvent, event_id).event_id
+    assert api.delete(f"/api/v1/events/{race}").status_code == 204
+    assert deliver(api, event_id) == "skipped" and receiver.received == []
