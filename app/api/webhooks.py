@@ -10,6 +10,7 @@ from app.api.deps import CallerDep, SettingsDep, UoW
 from app.api.openapi import api_errors
 from app.db import WebhookEndpoint
 from app.schemas.webhook import EventProcessed, RunnerMatched, WebhookCreate, WebhookCreated, WebhookList, WebhookOut
+from app.services import access
 from app.services import webhooks as webhook_service
 
 router = APIRouter(tags=["webhooks"])
@@ -38,7 +39,7 @@ def list_webhooks(uow: UoW, caller: CallerDep) -> WebhookList:
 @router.delete("/webhooks/{webhook_id}", status_code=204, summary="Delete a webhook",
                responses=api_errors("webhook_not_found"))
 def delete_webhook(webhook_id: str, uow: UoW, caller: CallerDep) -> Response:
-    webhook_service.delete_endpoint(uow, caller, webhook_id)
+    webhook_service.delete_endpoint(uow, access.get_webhook(uow, caller, webhook_id))
     return Response(status_code=204)
 
 

@@ -37,7 +37,7 @@ from app.auth import Caller
 from app.db import (Event, Match, Photo, PhotoStatus, Runner, WebhookDelivery, WebhookEndpoint, WebhookEvent,
                     WebhookEventStatus, new_id, utcnow)
 from app.db.session import UnitOfWork, unit_of_work
-from app.errors import NotFound, Unprocessable
+from app.errors import Unprocessable
 from app.services import access
 from worker.dispatch import DELIVER_WEBHOOK
 
@@ -104,18 +104,11 @@ def create_endpoint(uow: UnitOfWork, caller: Caller, *, url: str, events: list[s
 
 def list_endpoints(uow: UnitOfWork, caller: Caller) -> list[WebhookEndpoint]:
     access.require_organiser(caller)
-    return list(uow.session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.organisation_id == caller.organisation_id)
-        .order_by(WebhookEndpoint.id.desc())))
+    return list(uow.session.scalars(access.readable_webhooks(caller).order_by(WebhookEndpoint.id.desc())))
 
 
-def delete_endpoint(uow: UnitOfWork, caller: Caller, webhook_id: str) -> None:
+def delete_endpoint(uow: UnitOfWork, endpoint: WebhookEndpoint) -> None:
     """The endpoint and its events and deliveries (cascade); a queued send finds nothing."""
-    access.require_organiser(caller)
-    endpoint = uow.session.scalar(select(WebhookEndpoint).where(
-        WebhookEndpoint.id == webhook_id, WebhookEndpoint.organisation_id == caller.organisation_id))
-    if endpoint is None:
-        raise NotFound(f"No webhook with id {webhook_id!r}.", code="webhook_not_found")
     uow.session.delete(endpoint)
 
 
