@@ -114,9 +114,12 @@ def delete_endpoint(uow: UnitOfWork, endpoint: WebhookEndpoint) -> None:
 
 # --- emitting --------------------------------------------------------------------------------
 
-def _emit(uow: UnitOfWork, organisation_id: str, event_id: str | None, type_: str, data: dict) -> int:
-    endpoints = [e for e in uow.session.scalars(
+def _subscribers(uow: UnitOfWork, organisation_id: str, type_: str) -> list[WebhookEndpoint]:
+    return [e for e in uow.session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.organisation_id == organisation_id)) if type_ in e.events]
+
+
+def _emit(uow: UnitOfWork, endpoints: list[WebhookEndpoint], event_id: str | None, type_: str, data: dict) -> None:
     for endpoint in endpoints:
         row_id = new_id()
         body = json.dumps({"id": f"evt_{row_id}", "type": type_, "created_at": utcnow().isoformat(), "data": data},
@@ -124,7 +127,6 @@ def _emit(uow: UnitOfWork, organisation_id: str, event_id: str | None, type_: st
         uow.session.add(WebhookEvent(id=row_id, endpoint_id=endpoint.id, event_id=event_id, type=type_, body=body))
         if uow.sender is not None:  # without one (a script), the sweeper sends it
             uow.send_task(DELIVER_WEBHOOK, row_id)
-    return len(endpoints)
 
 
 def runners_matched(uow: UnitOfWork, runner_ids: set[str] | list[str]) -> None:
@@ -138,13 +140,18 @@ def _emit_runners_matched(uow: UnitOfWork, runner_ids: set[str]) -> None:
     rows = uow.session.execute(
         select(Runner.id, Runner.event_id, Event.organisation_id).join(Event, Event.id == Runner.event_id)
         .where(Runner.id.in_(runner_ids)).order_by(Runner.id)).all()  # deleted runners are gone: nothing to say
+    subscribers: dict[str, list[WebhookEndpoint]] = {}
     for runner_id, event_id, organisation_id in rows:
+        if organisation_id not in subscribers:
+            subscribers[organisation_id] = _subscribers(uow, organisation_id, "runner.matched")
+        if not subscribers[organisation_id]:
+            continue  # nobody listens: no query for the matches
         matches = uow.session.execute(
             select(Match.photo_id, Match.face_id, Match.similarity).where(Match.runner_id == runner_id)
             .order_by(Match.similarity.desc(), Match.id).limit(MAX_MATCHES_IN_BODY)).all()
         data = {"runner_id": runner_id, "event_id": event_id,
                 "matches": [{"photo_id": p, "face_id": f, "similarity": round(s, 4)} for p, f, s in matches]}
-        _emit(uow, organisation_id, event_id, "runner.matched", data)
+        _emit(uow, subscribers[organisation_id], event_id, "runner.matched", data)
 
 
 def photos_finished(uow: UnitOfWork, event_id: str) -> None:
@@ -168,7 +175,7 @@ def photos_finished(uow: UnitOfWork, event_id: str) -> None:
     counts = dict(session.execute(select(Photo.status, func.count()).where(Photo.event_id == event_id)
                                   .group_by(Photo.status)).all())
     organisation_id = session.scalar(select(Event.organisation_id).where(Event.id == event_id))
-    _emit(uow, organisation_id, event_id, "event.processed",
+    _emit(uow, _subscribers(uow, organisation_id, "event.processed"), event_id, "event.processed",
           {"event_id": event_id, "photos_done": counts.get(PhotoStatus.done.value, 0),
            "photos_failed": counts.get(PhotoStatus.failed.value, 0)})
 
