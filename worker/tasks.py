@@ -58,8 +58,9 @@ def sweep_stale_work_task(self) -> int:
     return len(photos.requeued) + len(deliveries.requeued) + len(runners)
 
 
-# Retries at most 300 s apart (less than stale_after), so the sweeper never mistakes a delivery
-# waiting for its next retry for a lost one; 10 retries span roughly half an hour of SMTP outage.
+# Retries at most 300 s apart (less than stale_after) and each failed try refreshes `queued_at`, so
+# the sweeper never mistakes a delivery waiting for its next retry for a lost one; 10 retries span
+# roughly half an hour of SMTP outage.
 @shared_task(bind=True, name=SEND_RUNNER_EMAIL, autoretry_for=(EmailNotSent, *TRANSIENT), retry_backoff=True,
              retry_backoff_max=300, max_retries=10)
 def send_runner_email_task(self, delivery_id: str) -> str:

@@ -4,15 +4,17 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
+from app.schemas.text import PlainText
+
 
 class EventCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     starts_on: date | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class EventUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: PlainText | None = Field(None, min_length=1, max_length=200)
     starts_on: date | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 

@@ -4,15 +4,17 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from app.schemas.text import PlainText
+
 
 class RunnerCreate(BaseModel):
     """The enrolment form's text fields (the selfie travels beside them as a file)."""
 
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     email: EmailStr
-    bib: str | None = Field(None, max_length=40)
+    bib: PlainText | None = Field(None, max_length=40)
     consent: bool = False  # checked by the service, so a missing box gets `consent_required`
 
     @field_validator("bib", mode="before")
