@@ -91,6 +91,17 @@ def mark_failed(uow: UnitOfWork, photo: Photo, error: str) -> None:
     photo.claimed_by = None
 
 
+def requeue_photo(uow: UnitOfWork, photo: Photo) -> None:
+    """Back to `pending` with a fresh attempt budget; the caller sends PROCESS_PHOTO after commit."""
+    photo.status = PhotoStatus.pending.value
+    photo.error = None
+    photo.attempts = 0
+    photo.claimed_by = None
+    photo.claimed_at = None
+    photo.processed_at = None
+    photo.queued_at = utcnow()
+
+
 @dataclass(frozen=True)
 class SweepResult:
     requeued: list[str]
