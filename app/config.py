@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     public_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("FINISHLINE_PUBLIC_RATE_WINDOW_S"))
     # A photo queued or claimed longer than this is re-queued by the sweeper (lost message, dead worker).
     stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
+    # A photo whose processing raises anything but a decode error is tried this often in all (the
+    # sweeper re-queues it after stale_after between tries), then it is `failed` with the reason.
+    photo_max_attempts: int = Field(3, ge=1, le=100, validation_alias=_env("FINISHLINE_PHOTO_MAX_ATTEMPTS"))
     sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))
     worker_concurrency: int | None = Field(None, validation_alias=_env("FINISHLINE_WORKER_CONCURRENCY"))
 

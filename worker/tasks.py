@@ -47,14 +47,16 @@ def sweep_stale_work_task(self) -> int:
     ctx = get_context(self.app.finishline_settings)
     stale_after = timedelta(seconds=ctx.settings.stale_after_s)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
-        photos = photo_service.sweep_stale_photos(uow, stale_after=stale_after)
+        photos = photo_service.sweep_stale_photos(uow, stale_after=stale_after,
+                                                  max_attempts=ctx.settings.photo_max_attempts)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         runners = matching.sweep_unmatched_runners(uow, stale_after=stale_after)
-    if photos.requeued or deliveries.requeued or deliveries.uncertain or runners:
-        log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d e-mails uncertain",
-                    len(photos.requeued), len(runners), len(deliveries.requeued), len(deliveries.uncertain))
+    if photos.requeued or photos.failed or deliveries.requeued or deliveries.uncertain or runners:
+        log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d photos failed "
+                    "(attempts used up); %d e-mails uncertain", len(photos.requeued), len(runners),
+                    len(deliveries.requeued), len(photos.failed), len(deliveries.uncertain))
     return len(photos.requeued) + len(deliveries.requeued) + len(runners)
 
 

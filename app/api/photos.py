@@ -94,3 +94,11 @@ def list_photos(event_id: str, uow: UoW, _key: ApiKeyDep,
 def get_photo(photo_id: str, uow: UoW, _key: ApiKeyDep) -> PhotoOut:
     photo = photo_service.get_photo(uow, photo_id)
     return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])
+
+
+@router.post("/photos/{photo_id}/retry", status_code=202, response_model=PhotoOut,
+             responses={409: {"description": "the photo has not failed (code `photo_not_failed`)"}})
+def retry_photo(photo_id: str, uow: UoW, _key: ApiKeyDep) -> PhotoOut:
+    """Queue a `failed` photo for processing again, with a fresh set of attempts."""
+    photo = photo_service.retry_photo(uow, photo_id)
+    return photo_out(photo, [])

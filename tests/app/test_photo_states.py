@@ -37,7 +37,7 @@ def add_photo(make_session, *, status: str = "pending", queued_ago: timedelta = 
 
 def claim(make_session, photo_id: str, task_id: str) -> bool:
     with unit_of_work(make_session) as uow:
-        return photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=STALE) is not None
+        return photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=STALE, max_attempts=3) is not None
 
 
 def test_a_photo_is_claimed_once(make_session):
@@ -66,13 +66,13 @@ def test_sweeper_requeues_lost_and_abandoned_photos_only(make_session):
     done = add_photo(make_session, status="done", queued_ago=timedelta(hours=2))
     sender = RecordingSender()
     with unit_of_work(make_session, sender) as uow:
-        result = photo_service.sweep_stale_photos(uow, stale_after=STALE)
+        result = photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3)
     assert sorted(result.requeued) == sorted([lost, abandoned])
     assert sorted(args[0] for _, args in sender.sent) == sorted([lost, abandoned])
     assert {name for name, _ in sender.sent} == {PROCESS_PHOTO}
     # re-queued work is not re-sent again until it is stale once more
     with unit_of_work(make_session, RecordingSender()) as uow:
-        assert photo_service.sweep_stale_photos(uow, stale_after=STALE).requeued == []
+        assert photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3).requeued == []
     del fresh, working, done
 
 
@@ -81,7 +81,7 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(make_session):
     sender = RecordingSender()
     with pytest.raises(RuntimeError):
         with unit_of_work(make_session, sender) as uow:
-            photo_service.sweep_stale_photos(uow, stale_after=STALE)
+            photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3)
             raise RuntimeError("boom")
     assert sender.sent == []
 
