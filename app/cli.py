@@ -35,7 +35,7 @@ def cmd_create_key(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings.resolved_database_url)  # idempotent; lets a fresh install create a key first
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, **settings.engine_options)
     with unit_of_work(make_sessionmaker(engine)) as uow:
         key = create_key(uow, name=args.name)
     engine.dispose()

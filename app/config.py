@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # sweeper re-queues it after stale_after between tries), then it is `failed` with the reason.
     photo_max_attempts: int = Field(3, ge=1, le=100, validation_alias=_env("FINISHLINE_PHOTO_MAX_ATTEMPTS"))
     sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))
+    # Database connections per process (API or worker): pool size, overflow, and how long a request
+    # waits for a free one before it is answered 503 with Retry-After.
+    db_pool_size: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_DB_POOL_SIZE"))
+    db_max_overflow: int = Field(20, ge=0, validation_alias=_env("FINISHLINE_DB_MAX_OVERFLOW"))
+    db_pool_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("FINISHLINE_DB_POOL_TIMEOUT_S"))
     worker_concurrency: int | None = Field(None, validation_alias=_env("FINISHLINE_WORKER_CONCURRENCY"))
 
     @field_validator("public_base_url")
@@ -93,6 +98,11 @@ class Settings(BaseSettings):
         return value
 
     # --- derived values ---
+    @property
+    def engine_options(self) -> dict[str, float]:
+        return {"pool_size": self.db_pool_size, "max_overflow": self.db_max_overflow,
+                "pool_timeout_s": self.db_pool_timeout_s}
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'finishline.db').resolve()}"

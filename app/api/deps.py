@@ -34,6 +34,8 @@ def get_uow_factory(request: Request) -> Callable[[], AbstractContextManager[Uni
 def get_uow(request: Request) -> Iterator[UnitOfWork]:
     # scope="function" below: commit before the response is sent, so a client that reads
     # right after a 201 sees the row, and a failed commit is reported instead of hidden.
+    # It holds a pool connection from its first query to the end of the route: routes that read
+    # an upload body or run a network take UowFactory instead and open short ones.
     with get_uow_factory(request)() as uow:
         yield uow
 
@@ -45,9 +47,12 @@ UowFactory = Annotated[Callable[[], AbstractContextManager[UnitOfWork]], Depends
 
 
 def require_api_key(
-    uow: UoW, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> ApiKey:
-    return api_keys.authenticate(uow, credentials.credentials if credentials else None)
+    # Its own short transaction, not the request's: the connection is back in the pool before the
+    # route reads an upload body or runs a network (minutes, for a 2 GB upload).
+    with get_uow_factory(request)() as uow:
+        return api_keys.authenticate(uow, credentials.credentials if credentials else None)
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]

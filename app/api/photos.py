@@ -50,10 +50,16 @@ async def _read_form(request: Request, max_files: int) -> FormData:
         raise Unprocessable(detail, code="malformed_upload") from exc
 
 
+def _check_event(open_uow: UowFactory, event_id: str) -> None:
+    with open_uow() as uow:
+        event_service.get_event(uow, event_id)
+
+
 @router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY)
-async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
+async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
                         settings: SettingsDep, store: StoreDep, _key: ApiKeyDep) -> UploadOut:
-    await run_in_threadpool(event_service.get_event, uow, event_id)
+    # No transaction stays open while the body arrives: each step below opens a short one.
+    await run_in_threadpool(_check_event, open_uow, event_id)
     # Broker down: answer 503 (broker_unavailable) before reading a byte, rather than store photos
     # whose task cannot be sent. If it dies mid-upload, the photos already stored stay `pending`
     # and the sweeper queues them once it is back (README: "Limits and failure handling").

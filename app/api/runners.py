@@ -4,12 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW
+from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.config import Settings
 from app.db import Runner
 from app.db.session import UnitOfWork
 from app.face_backend import load_face_backend
 from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut
+from app.services import events as event_service
 from app.services import gallery as gallery_service
 from app.services import runners as runner_service
 
@@ -24,13 +25,20 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
     )
 
 
-# A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop.
+# A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop. The
+# body is read before it runs; it opens two short transactions around the CNN, never one across it.
 @router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut)
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
-                 uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
-    data = runner_service.read_selfie(selfie.file, settings.max_file_bytes)
-    runner = runner_service.enrol(uow, event_id, form, data, load_face_backend(settings), settings)
-    return runner_out(uow, runner, settings)
+                 open_uow: UowFactory, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
+    runner_service.require_consent(form)
+    with open_uow() as uow:
+        event_service.get_event(uow, event_id)  # 404 before any network work
+    backend = load_face_backend(settings)
+    face = runner_service.analyse_selfie(runner_service.read_selfie(selfie.file, settings.max_file_bytes),
+                                         backend, settings)
+    with open_uow() as uow:
+        runner = runner_service.enrol(uow, event_id, form, face, backend.model_id)
+        return runner_out(uow, runner, settings)
 
 
 @router.get("/runners/{runner_id}", response_model=RunnerOut)

@@ -61,7 +61,13 @@ def choose_face(faces: list[FaceResult]) -> FaceResult:
     return faces[0]
 
 
+def require_consent(form: RunnerCreate) -> None:
+    if not form.consent:
+        raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
+
+
 def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings) -> FaceResult:
+    """The selfie's face, in memory. Needs no database: run it outside any transaction."""
     try:
         image = decode_image(data, max_pixels=settings.max_image_pixels)
     except ImageDecodeError as exc:
@@ -73,16 +79,17 @@ def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings) -> Fac
     return choose_face(faces)
 
 
-def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes,
-          backend: FaceBackend, settings: Settings) -> Runner:
-    """A new runner from a usable selfie; matching against the event's photos is queued."""
-    if not form.consent:
-        raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
+def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, face: FaceResult, model_id: str) -> Runner:
+    """A new runner from their analysed selfie; matching against the event's photos is queued.
+
+    The selfie is analysed before this unit of work opens (`analyse_selfie`): a request holds no
+    transaction, and no pool connection, while a network runs.
+    """
+    require_consent(form)
     event_service.get_event(uow, event_id)
-    face = analyse_selfie(selfie, backend, settings)
     runner = Runner(event_id=event_id, name=form.name, email=str(form.email), bib=form.bib,
                     consent_at=utcnow(), embedding=face.embedding.astype("float32").tobytes(),
-                    model_id=backend.model_id)
+                    model_id=model_id)
     uow.session.add(runner)
     uow.session.flush()
     uow.send_task(MATCH_RUNNER, runner.id)
