@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_DB_POOL_SIZE"))
     db_max_overflow: int = Field(20, ge=0, validation_alias=_env("FINISHLINE_DB_MAX_OVERFLOW"))
     db_pool_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("FINISHLINE_DB_POOL_TIMEOUT_S"))
+    # Each worker writes a heartbeat this often; /readyz calls the workers gone after three missed.
+    worker_heartbeat_s: float = Field(10.0, gt=0, validation_alias=_env("FINISHLINE_WORKER_HEARTBEAT_S"))
+    # `finishline run` restarts a worker that exits: after this many seconds, doubling up to 60 s
+    # while it keeps failing (back to this once it has run for a minute).
+    worker_restart_backoff_s: float = Field(1.0, gt=0, validation_alias=_env("FINISHLINE_WORKER_RESTART_BACKOFF_S"))
     worker_concurrency: int | None = Field(None, validation_alias=_env("FINISHLINE_WORKER_CONCURRENCY"))
 
     @field_validator("public_base_url")

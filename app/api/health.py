@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import Celery
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+
+from app.db.session import unit_of_work
+from app.services import workers
 
 router = APIRouter(tags=["health"])
 
@@ -22,15 +27,19 @@ def check_broker(celery: Celery) -> None:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    """Readiness: the database and the broker answer (503 with what is down otherwise)."""
+    """Readiness: the database and the broker answer, and a worker is alive (its heartbeat is
+    recent), so work accepted now gets done; 503 with what is wrong otherwise."""
     state = request.app.state
     checks: dict[str, str] = {}
+    gone_after = timedelta(seconds=3 * state.settings.worker_heartbeat_s)
     try:
-        with state.make_session() as session:
-            session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+        with unit_of_work(state.make_session) as uow:
+            uow.session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            checks["worker"] = workers.worker_status(uow, gone_after=gone_after)
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
+        checks["worker"] = "unknown: the database is unavailable"
     try:
         check_broker(state.celery)
         checks["broker"] = "ok"

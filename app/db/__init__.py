@@ -5,11 +5,12 @@ from app.db.base import Base, new_id, utcnow
 from app.db.delivery import DeliveredPhoto, Delivery
 from app.db.event import Event
 from app.db.face import Face
+from app.db.heartbeat import WorkerHeartbeat
 from app.db.match import Match, MatchRejection
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
 
 __all__ = [
     "ApiKey", "Base", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
-    "Photo", "PhotoStatus", "Runner", "new_id", "utcnow",
+    "Photo", "PhotoStatus", "Runner", "WorkerHeartbeat", "new_id", "utcnow",
 ]

@@ -15,14 +15,17 @@ from typing import Protocol
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 log = logging.getLogger(__name__)
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout_s: float = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout_s: float = 10,
+                poolclass: type[Pool] | None = None) -> Engine:
     """A waiting request gives up after `pool_timeout_s` (sqlalchemy's TimeoutError, answered 503
     with Retry-After by app/errors.py) instead of hanging for the default 30 s."""
-    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s}
+    pool = ({"poolclass": poolclass} if poolclass is not None else
+            {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s})
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
