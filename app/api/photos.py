@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW, UowFactory
+from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.health import check_broker
+from app.auth import Caller
 from app.db import Face, Photo
 from app.errors import AppError, PayloadTooLarge, Unprocessable
 from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
-from app.services import events as event_service
+from app.services import access
 from app.services import photos as photo_service
 from app.services.uploads import Uploader, UploadLimits
 
@@ -50,16 +51,17 @@ async def _read_form(request: Request, max_files: int) -> FormData:
         raise Unprocessable(detail, code="malformed_upload") from exc
 
 
-def _check_event(open_uow: UowFactory, event_id: str) -> None:
+def _check_event(open_uow: UowFactory, caller: Caller, event_id: str) -> None:
     with open_uow() as uow:
-        event_service.get_event(uow, event_id)
+        access.get_event(uow, caller, event_id)
 
 
 @router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY)
 async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
-                        settings: SettingsDep, store: StoreDep, _key: ApiKeyDep) -> UploadOut:
+                        settings: SettingsDep, store: StoreDep, caller: CallerDep) -> UploadOut:
+    access.require_organiser(caller)
     # No transaction stays open while the body arrives: each step below opens a short one.
-    await run_in_threadpool(_check_event, open_uow, event_id)
+    await run_in_threadpool(_check_event, open_uow, caller, event_id)
     # Broker down: answer 503 (broker_unavailable) before reading a byte, rather than store photos
     # whose task cannot be sent. If it dies mid-upload, the photos already stored stay `pending`
     # and the sweeper queues them once it is back (README: "Limits and failure handling").
@@ -87,24 +89,33 @@ async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
 
 
 @router.get("/events/{event_id}/photos", response_model=PhotoPage)
-def list_photos(event_id: str, uow: UoW, _key: ApiKeyDep,
+def list_photos(event_id: str, uow: UoW, caller: CallerDep,
                 status: Literal["pending", "processing", "done", "failed"] | None = None,
                 limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> PhotoPage:
-    event_service.get_event(uow, event_id)
+    access.require_organiser(caller)
+    access.get_event(uow, caller, event_id)
     photos, next_cursor = photo_service.list_photos(uow, event_id, status=status, limit=limit, cursor=cursor)
     faces = photo_service.faces_of(uow, [p.id for p in photos])
     return PhotoPage(items=[photo_out(p, faces[p.id]) for p in photos], next_cursor=next_cursor)
 
 
 @router.get("/photos/{photo_id}", response_model=PhotoOut)
-def get_photo(photo_id: str, uow: UoW, _key: ApiKeyDep) -> PhotoOut:
-    photo = photo_service.get_photo(uow, photo_id)
+def get_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
+    photo = access.get_photo(uow, caller, photo_id)
     return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])
+
+
+@router.delete("/photos/{photo_id}", status_code=204)
+def delete_photo(photo_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
+    """The photo, its files, faces and matches."""
+    photo_service.delete_photo(uow, store, access.get_photo(uow, caller, photo_id))
+    return Response(status_code=204)
 
 
 @router.post("/photos/{photo_id}/retry", status_code=202, response_model=PhotoOut,
              responses={409: {"description": "the photo has not failed (code `photo_not_failed`)"}})
-def retry_photo(photo_id: str, uow: UoW, _key: ApiKeyDep) -> PhotoOut:
-    """Queue a `failed` photo for processing again, with a fresh set of attempts."""
-    photo = photo_service.retry_photo(uow, photo_id)
+def retry_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
+    """Queue a `failed` photo for processing again, with a fresh set of attempts (organisers)."""
+    access.require_organiser(caller)
+    photo = photo_service.retry_photo(uow, access.get_photo(uow, caller, photo_id))
     return photo_out(photo, [])

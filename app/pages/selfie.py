@@ -1,10 +1,13 @@
 """The selfie form of an event, `/e/{slug}`: enrolment without an API key.
 
 The POST re-renders the form with the reason in words and what was typed (a browser never
-refills a file input), or shows a confirmation. Same service and error codes as the API.
+refills a file input), or shows a confirmation. Same service and error codes as the API; after
+`multiple_faces` the form asks which face (field `face`, as in the API) and for the selfie again.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -13,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.api.deps import SettingsDep, UoW, UowFactory
-from app.db import Event, Runner
+from app.db import Event
 from app.errors import AppError, NotFound, TooManyRequests
 from app.face_backend import load_face_backend
 from app.pages.templating import message, page
@@ -46,6 +49,7 @@ async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, setti
     form = await request.form(max_files=1, max_fields=10)
     values = {key: str(form.get(key) or "") for key in ("name", "email", "bib")}
     values["consent"] = bool(form.get("consent"))
+    values["face"] = str(form.get("face") or "")
     selfie = form.get("selfie")
     try:
         # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
@@ -55,16 +59,18 @@ async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, setti
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
                 if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)
-        face = await run_in_threadpool(runner_service.analyse_selfie, data, backend, settings)
-        runner = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id)
+        face = await run_in_threadpool(partial(runner_service.analyse_selfie, data, backend, settings,
+                                               face_index=fields.face))
+        enrolment = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id)
     except TooManyRequests as exc:
         return page("selfie.html", 429, event=event, values=values,
                     error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
     except AppError as exc:
-        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail)
+        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail,
+                    faces=exc.extra.get("faces"))
     finally:
         await form.close()
-    return page("enrolled.html", event=event, runner=runner)
+    return page("enrolled.html", event=event, runner=enrolment.runner, updated=not enrolment.created)
 
 
 def _event_by_slug(open_uow: UowFactory, slug: str) -> Event:
@@ -72,7 +78,8 @@ def _event_by_slug(open_uow: UowFactory, slug: str) -> Event:
         return event_service.get_event_by_slug(uow, slug)
 
 
-def _enrol(open_uow: UowFactory, event_id: str, fields: RunnerCreate, face: FaceResult, model_id: str) -> Runner:
+def _enrol(open_uow: UowFactory, event_id: str, fields: RunnerCreate, face: FaceResult,
+           model_id: str) -> runner_service.Enrolment:
     with open_uow() as uow:
         return runner_service.enrol(uow, event_id, fields, face, model_id)
 

@@ -1,4 +1,4 @@
-"""Photos: lookup, listing, and the state changes of processing (claim, done, failed, sweep)."""
+"""Photos: lookup, listing, deletion, and the state changes of processing (claim, done, failed, sweep)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import delete, or_, select, update
 from app.db import Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
 from app.errors import Conflict, NotFound
+from app.storage import PhotoStore
 from worker.dispatch import PROCESS_PHOTO
 
 
@@ -40,6 +41,23 @@ def list_photos(
     photos = list(uow.session.scalars(query))
     next_cursor = photos[limit - 1].id if len(photos) > limit else None
     return photos[:limit], next_cursor
+
+
+def delete_photo(uow: UnitOfWork, store: PhotoStore, photo: Photo) -> None:
+    """The photo, its faces and matches (database cascade), then its files once committed.
+
+    No rematch: a photo's matches never depend on another photo's faces.
+    """
+    keys = [k for k in (photo.storage_key, photo.preview_key, photo.thumb_key) if k]
+    uow.session.delete(photo)
+    uow.session.flush()
+    uow.session.expire_all()
+
+    def remove_files() -> None:
+        for key in keys:
+            store.delete(key)
+
+    uow.after_commit(remove_files)
 
 
 def claim_photo(uow: UnitOfWork, photo_id: str, *, task_id: str, stale_after: timedelta,
@@ -129,11 +147,10 @@ def requeue_photo(uow: UnitOfWork, photo: Photo) -> None:
     photo.queued_at = utcnow()
 
 
-def retry_photo(uow: UnitOfWork, photo_id: str) -> Photo:
+def retry_photo(uow: UnitOfWork, photo: Photo) -> Photo:
     """An organiser's "try again" for a failed photo (e.g. after fixing storage or a worker)."""
-    photo = get_photo(uow, photo_id)
     if photo.status != PhotoStatus.failed.value:
-        raise Conflict(f"Photo {photo_id!r} is {photo.status}; only failed photos can be retried.",
+        raise Conflict(f"Photo {photo.id!r} is {photo.status}; only failed photos can be retried.",
                        code="photo_not_failed")
     requeue_photo(uow, photo)
     uow.send_task(PROCESS_PHOTO, photo.id)
