@@ -48,7 +48,8 @@ def sweep_stale_work_task(self) -> int:
     stale_after = timedelta(seconds=ctx.settings.stale_after_s)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         photos = photo_service.sweep_stale_photos(uow, stale_after=stale_after,
-                                                  max_attempts=ctx.settings.photo_max_attempts)
+                                                  max_attempts=ctx.settings.photo_max_attempts,
+                                                  backlog=_photo_queue_length(self.app) > 0)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
@@ -58,6 +59,19 @@ def sweep_stale_work_task(self) -> int:
                     "(attempts used up); %d e-mails uncertain", len(photos.requeued), len(runners),
                     len(deliveries.requeued), len(photos.failed), len(deliveries.uncertain))
     return len(photos.requeued) + len(deliveries.requeued) + len(runners)
+
+
+def _photo_queue_length(celery) -> int:
+    """Messages waiting in the queue PROCESS_PHOTO is routed to; 0 when the broker cannot say."""
+    queue = celery.amqp.router.route({}, PROCESS_PHOTO)["queue"]
+    try:
+        with celery.connection_for_read() as conn:
+            # a plain (not passive) declare: Redis knows a queue only once something declared it
+            return conn.default_channel.queue_declare(queue=queue.name, durable=queue.durable,
+                                                      auto_delete=queue.auto_delete).message_count
+    except Exception as exc:
+        log.warning("sweeper: cannot read the photo queue's length (%r); treating it as empty", exc)
+        return 0
 
 
 # Retries at most 300 s apart (less than stale_after) and each failed try refreshes `queued_at`, so

@@ -164,12 +164,14 @@ class SweepResult:
 
 
 def sweep_stale_photos(uow: UnitOfWork, *, stale_after: timedelta, max_attempts: int,
-                       limit: int = 500) -> SweepResult:
+                       backlog: bool = False, limit: int = 500) -> SweepResult:
     """Re-queue photos whose message was lost (pending too long) or whose worker died (claim stale);
     a photo whose worker died on every one of its attempts (it may crash the networks) is failed.
 
-    Each re-queue refreshes `queued_at`, so a long backlog is re-sent at most once per period;
-    a duplicate message costs one failed claim.
+    `backlog`: the photo queue still holds messages. Then a photo pending for long is most likely
+    waiting its turn (100k photos take hours), not lost, so pending photos are left alone until the
+    queue has drained; stale claims are still re-queued. Each re-queue refreshes `queued_at`, and a
+    duplicate message costs one failed claim.
     """
     cutoff = utcnow() - stale_after
     abandoned = (Photo.status == PhotoStatus.processing.value) & (Photo.claimed_at < cutoff)
@@ -180,10 +182,10 @@ def sweep_stale_photos(uow: UnitOfWork, *, stale_after: timedelta, max_attempts:
         photo.status, photo.claimed_by, photo.processed_at = PhotoStatus.failed.value, None, utcnow()
         photo.error = (f"processing_failed: the worker stopped while processing this photo, "
                        f"{photo.attempts} times (it may crash the face networks)")
-    stale = select(Photo.id).where(
-        Photo.queued_at < cutoff,
-        or_(Photo.status == PhotoStatus.pending.value, abandoned & (Photo.attempts < max_attempts)),
-    ).order_by(Photo.queued_at).limit(limit)
+    retry = abandoned & (Photo.attempts < max_attempts)
+    if not backlog:
+        retry = or_(Photo.status == PhotoStatus.pending.value, retry)
+    stale = select(Photo.id).where(Photo.queued_at < cutoff, retry).order_by(Photo.queued_at).limit(limit)
     ids = list(uow.session.scalars(stale))
     if ids:
         uow.session.execute(

@@ -117,3 +117,28 @@ def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
     with unit_of_work(make_session, RecordingSender()) as uow:
         assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == []
     del matched, fresh, reenrolled
+
+
+def test_sweeper_leaves_a_waiting_backlog_alone(make_session):
+    """Review C12: while the photo queue still holds messages, a photo pending for long is waiting
+    its turn, not lost; a stale claim (a dead worker) is re-queued all the same."""
+    waiting = add_photo(make_session, queued_ago=timedelta(hours=2))
+    abandoned = add_photo(make_session, status="processing", queued_ago=timedelta(hours=1),
+                          claimed_ago=timedelta(minutes=30), claimed_by="dead")
+    sender = RecordingSender()
+    with unit_of_work(make_session, sender) as uow:
+        result = photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3, backlog=True)
+    assert result.requeued == [abandoned] and sender.sent == [(PROCESS_PHOTO, (abandoned,))]
+    with unit_of_work(make_session, sender) as uow:  # the queue has drained: now it counts as lost
+        assert photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3).requeued == [waiting]
+
+
+def test_sweeper_reads_the_photo_queue_length_from_the_embedded_broker(settings):
+    from worker.celery_app import create_celery
+    from worker.tasks import _photo_queue_length
+
+    celery = create_celery(settings)
+    assert _photo_queue_length(celery) == 0
+    celery.send_task(PROCESS_PHOTO, args=["a"])
+    celery.send_task(PROCESS_PHOTO, args=["b"])
+    assert _photo_queue_length(celery) == 2
