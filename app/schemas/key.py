@@ -5,9 +5,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas.text import PlainText
+
 
 class KeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     scope: Literal["organiser", "partner"] = "organiser"
     event_ids: list[str] = Field(default_factory=list, max_length=1000,
                                  description="partner keys: its events (none: every event of the organisation)")

@@ -47,6 +47,7 @@ class RawInbox(Inbox):
 @pytest.mark.parametrize("bad", BAD_TEXT)
 def test_control_characters_are_refused_in_every_text_field(client, bad):
     assert client.post("/api/v1/events", json={"name": bad}).status_code == 422
+    assert client.post("/api/v1/keys", json={"name": bad, "scope": "partner"}).status_code == 422
     event = client.post("/api/v1/events", json={"name": "Fine"}).json()
     assert client.patch(f"/api/v1/events/{event['id']}", json={"name": bad}).status_code == 422
     for field in ("name", "bib"):
