@@ -7,15 +7,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 
-from tests.conftest import REPO, free_port, make_settings, service_env, start_process, wait_for_http, \
-    wait_until_processed
+from tests.conftest import finishline_run, wait_until_processed
 from tests.images import identity_photo
 
 WORKER_STARTED = re.compile(r"worker started \(pid (\d+)\)")
@@ -37,21 +33,11 @@ def worker_pids(log_path) -> list[int]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("supervised") / "data"
-    settings = make_settings(data_dir, stale_after_s=30, sweep_every_s=5)
-    env = service_env(settings) | {"FINISHLINE_WORKER_HEARTBEAT_S": "1", "FINISHLINE_WORKER_RESTART_BACKOFF_S": "2"}
-    key = subprocess.run([sys.executable, "-m", "app.cli", "create-key", "supervised"], env=env, cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    log_path = data_dir.parent / "run.log"
-    process = start_process(["run", "--port", str(port)], env, log_path)
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{base}/healthz", process, log_path)
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+    extra_env = {"FINISHLINE_WORKER_HEARTBEAT_S": "1", "FINISHLINE_WORKER_RESTART_BACKOFF_S": "2"}
+    with finishline_run(data_dir, extra_env=extra_env, stale_after_s=30, sweep_every_s=5) as running:
+        client, log_path = running["client"], running["log"]
         wait_for(lambda: client.get("/readyz").status_code == 200, "a ready worker", log_path)
-        yield {"client": client, "process": process, "log": log_path, "queue": data_dir / "broker" / "queue"}
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+        yield running | {"queue": data_dir / "broker" / "queue"}
 
 
 def upload_one(client, faces_dir, person: str, index: int) -> str:

@@ -8,7 +8,6 @@ import io
 from datetime import timedelta
 
 import cv2
-import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import update
