@@ -126,7 +126,8 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
         except Exception as exc:  # e.g. the object store answering an error
             outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
 
-    for photo_id, faces in analyse_batch(images, ctx).items() if images else ():
+    analysed = analyse_batch(images, ctx) if images else {}
+    for photo_id, faces in analysed.items():
         image = images.pop(photo_id)
         if isinstance(faces, Exception):
             outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, faces)
@@ -169,4 +170,6 @@ def _attempt_failed(ctx: ProcessingContext, photo_id: str, task_id: str, exc: Ex
     with unit_of_work(ctx.make_session) as uow:
         status = photo_service.record_failed_attempt(uow, photo_id, task_id=task_id, error=describe(exc),
                                                      max_attempts=ctx.settings.photo_max_attempts)
-    return {"failed": "failed", "pending": "retry_later"}.get(status or "", "lost_claim")
+    if status == "failed":
+        return "failed"
+    return "retry_later" if status == "pending" else "lost_claim"
