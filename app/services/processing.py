@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import Face
+from app.db import Face, Photo
 from app.db.session import TaskSender, unit_of_work
 from app.services import matching
 from app.services import photos as photo_service
@@ -151,8 +151,12 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, image: 
         # first statement: the conditional write that proves the claim is still ours
         photo = photo_service.mark_done(uow, photo_id, task_id=task_id, width=image.width, height=image.height,
                                         preview_key=preview_key, thumb_key=thumb_key)
-        if photo is None:  # our claim went stale and another task took over
-            return "lost_claim"
+        if photo is None:
+            if uow.session.get(Photo, photo_id) is None:  # deleted (DELETE /photos or /events) meanwhile
+                ctx.store.delete(preview_key)
+                ctx.store.delete(thumb_key)
+                return "deleted"
+            return "lost_claim"  # our claim went stale and another task took over
         photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, faces))
         matching.on_photo_done(uow, photo)  # its faces against the event's runners
     return "done"
