@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -123,6 +124,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", exc.orig)
         return problem(503, "Service unavailable", "The database is unavailable; try again shortly.",
                        "database_unavailable", {"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no free database connection: %s", exc)
+        return problem(503, "Service unavailable", "The server is busy; try again shortly.", "overloaded",
+                       {"Retry-After": "5"})
 
     @app.exception_handler(BrokerError)
     async def _broker_down(_: Request, exc: BrokerError) -> JSONResponse:

@@ -29,7 +29,7 @@ Each operation below lists the codes it can answer with."""
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, **settings.engine_options)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -11,35 +10,23 @@ import time
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from app.db.session import make_engine
 from tests.app.test_matching import canvas
 from tests.app.test_webhooks import Receiver
-from tests.conftest import REPO, free_port, make_settings, service_env, start_process, wait_for_http, \
-    wait_until_processed
+from tests.conftest import REPO, finishline_run, wait_until_processed
 from tests.images import identity_photo
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("embedded") / "data"
-    settings = make_settings(data_dir, stale_after_s=30, sweep_every_s=5)
-    env = {**service_env(settings), "FINISHLINE_WEBHOOK_ALLOW_PRIVATE": "true"}  # the receiver is on loopback
-    key = subprocess.run([sys.executable, "-m", "app.cli", "create-key", "e2e"], env=env, cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    log_path = data_dir.parent / "run.log"
-    process = start_process(["run", "--port", str(port)], env, log_path)
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{base}/healthz", process, log_path)
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-        yield {"client": client, "process": process, "log": log_path, "key": key, "base": base, "env": env}
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+    # the webhook receiver is on loopback
+    with finishline_run(data_dir, extra_env={"FINISHLINE_WEBHOOK_ALLOW_PRIVATE": "true"},
+                        stale_after_s=30, sweep_every_s=5) as running:
+        yield running
 
 
 def test_upload_is_processed_with_faces(server, faces_dir):

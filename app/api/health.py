@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from celery import Celery
@@ -9,7 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 
 from app.api.openapi import problems
+from app.db.session import unit_of_work
 from app.errors import PROBLEM_JSON, problem_body
+from app.services import workers
 
 router = APIRouter(tags=["health"])
 
@@ -21,11 +24,13 @@ class HealthOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "database": "ok", "broker": "ok"}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "database": "ok", "broker": "ok",
+                                                               "worker": "ok"}]})
 
     status: Literal["ok"]
     database: str
     broker: str
+    worker: str
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness")
@@ -42,15 +47,19 @@ def check_broker(celery: Celery) -> None:
 
 @router.get("/readyz", response_model=ReadyOut, summary="Readiness", responses=problems("not_ready"))
 def readyz(request: Request) -> ReadyOut | JSONResponse:
-    """Readiness: the database and the broker answer (503 `not_ready`, saying what is down, otherwise)."""
+    """Readiness: the database and the broker answer, and a worker is alive (its heartbeat is
+    recent), so work accepted now gets done; 503 `not_ready`, saying what is wrong, otherwise."""
     state = request.app.state
     checks: dict[str, str] = {}
+    gone_after = timedelta(seconds=3 * state.settings.worker_heartbeat_s)
     try:
-        with state.make_session() as session:
-            session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+        with unit_of_work(state.make_session) as uow:
+            uow.session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            checks["worker"] = workers.worker_status(uow, gone_after=gone_after)
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
+        checks["worker"] = "unknown: the database is unavailable"
     try:
         check_broker(state.celery)
         checks["broker"] = "ok"

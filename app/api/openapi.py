@@ -52,6 +52,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "Too many requests; try again in 12 s."),
     "database_unavailable": (503, "The database is unavailable; try again shortly."),
     "broker_unavailable": (503, "The task queue is unavailable; try again shortly."),
+    "overloaded": (503, "The server is busy; try again shortly."),
     "not_ready": (503, "Not ready: broker unavailable."),
 }
 
@@ -60,7 +61,7 @@ EXTRA = {"multiple_faces": {"faces": [{"index": 0, "box": [40.0, 52.0, 190.0, 23
                                       {"index": 1, "box": [260.0, 60.0, 400.0, 236.0]}]}}
 
 # What every route behind an API key can answer, whatever it does.
-KEYED = ("unauthorized", "forbidden", "database_unavailable")
+KEYED = ("unauthorized", "forbidden", "database_unavailable", "overloaded")
 
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},

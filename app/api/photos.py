@@ -9,6 +9,7 @@ from starlette.datastructures import FormData, UploadFile
 from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.health import check_broker
 from app.api.openapi import api_errors
+from app.auth import Caller
 from app.db import Face, Photo
 from app.errors import AppError, PayloadTooLarge, Unprocessable
 from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
@@ -52,14 +53,20 @@ async def _read_form(request: Request, max_files: int) -> FormData:
         raise Unprocessable(detail, code="malformed_upload") from exc
 
 
+def _check_event(open_uow: UowFactory, caller: Caller, event_id: str) -> None:
+    with open_uow() as uow:
+        access.get_event(uow, caller, event_id)
+
+
 @router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY,
              summary="Upload photos (JPEG, PNG or ZIPs of them)",
              responses=api_errors("event_not_found", "payload_too_large", "too_many_files", "no_files",
                                   "malformed_upload", "broker_unavailable"))
-async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
+async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
                         settings: SettingsDep, store: StoreDep, caller: CallerDep) -> UploadOut:
     access.require_organiser(caller)
-    await run_in_threadpool(access.get_event, uow, caller, event_id)
+    # No transaction stays open while the body arrives: each step below opens a short one.
+    await run_in_threadpool(_check_event, open_uow, caller, event_id)
     # Broker down: answer 503 (broker_unavailable) before reading a byte, rather than store photos
     # whose task cannot be sent. If it dies mid-upload, the photos already stored stay `pending`
     # and the sweeper queues them once it is back (README: "Limits and failure handling").
@@ -110,3 +117,12 @@ def delete_photo(photo_id: str, uow: UoW, store: StoreDep, caller: CallerDep) ->
     """The photo, its files, faces and matches."""
     photo_service.delete_photo(uow, store, access.get_photo(uow, caller, photo_id))
     return Response(status_code=204)
+
+
+@router.post("/photos/{photo_id}/retry", status_code=202, response_model=PhotoOut,
+             responses={409: {"description": "the photo has not failed (code `photo_not_failed`)"}})
+def retry_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
+    """Queue a `failed` photo for processing again, with a fresh set of attempts (organisers)."""
+    access.require_organiser(caller)
+    photo = photo_service.retry_photo(uow, access.get_photo(uow, caller, photo_id))
+    return photo_out(photo, [])

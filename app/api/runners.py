@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW
+from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.openapi import api_errors
 from app.config import Settings
 from app.db import Runner
@@ -27,7 +27,8 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
     )
 
 
-# A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop.
+# A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop. The
+# body is read before it runs; it opens two short transactions around the CNN, never one across it.
 @router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut,
              summary="Enrol a runner with a selfie (or update the one with this e-mail)",
              responses={200: {"model": RunnerOut, "description": "this e-mail was enrolled already: runner updated"},
@@ -35,15 +36,20 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
                                      "validation_error", "consent_required", "not_an_image", "no_face",
                                      "multiple_faces", "invalid_face", "face_too_small")})
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
-                 uow: UoW, settings: SettingsDep, caller: CallerDep, response: Response) -> RunnerOut:
+                 open_uow: UowFactory, settings: SettingsDep, caller: CallerDep, response: Response) -> RunnerOut:
     """Enrol a runner (201), or update the runner already enrolled with this e-mail (200)."""
-    event = access.get_event(uow, caller, event_id)
-    data = runner_service.read_selfie(selfie.file, settings.max_file_bytes)
-    enrolment = runner_service.enrol(uow, event.id, form, data, load_face_backend(settings), settings,
-                                     enrolled_by_key_id=caller.key_id)
-    if not enrolment.created:
-        response.status_code = 200
-    return runner_out(uow, enrolment.runner, settings)
+    runner_service.require_consent(form)
+    with open_uow() as uow:
+        event = access.get_event(uow, caller, event_id)  # 404 before any network work
+    backend = load_face_backend(settings)
+    face = runner_service.analyse_selfie(runner_service.read_selfie(selfie.file, settings.max_file_bytes),
+                                         backend, settings, face_index=form.face)
+    with open_uow() as uow:
+        enrolment = runner_service.enrol(uow, event.id, form, face, backend.model_id,
+                                         enrolled_by_key_id=caller.key_id)
+        if not enrolment.created:
+            response.status_code = 200
+        return runner_out(uow, enrolment.runner, settings)
 
 
 @router.get("/events/{event_id}/runners", response_model=RunnerPage, summary="List or search an event's runners",

@@ -15,13 +15,19 @@ from typing import Protocol
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 log = logging.getLogger(__name__)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout_s: float = 10,
+                poolclass: type[Pool] | None = None) -> Engine:
+    """A waiting request gives up after `pool_timeout_s` (sqlalchemy's TimeoutError, answered 503
+    with Retry-After by app/errors.py) instead of hanging for the default 30 s."""
+    pool = ({"poolclass": poolclass} if poolclass is not None else
+            {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s})
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -33,7 +39,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -5,6 +5,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.schemas.text import PlainText
+
 
 def _iso_text(value: object) -> object:
     # An ISO date string, as the schema says; pydantic would read a number as a Unix time (0: 1970-01-01).
@@ -26,7 +28,7 @@ EXAMPLE_EVENT = {"id": "0190c7a35b2e4f00a1b2c3d4e5", "name": "City Marathon 2026
 class EventCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "City Marathon 2026", "starts_on": "2026-04-26"}]})
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 
@@ -34,7 +36,7 @@ class EventCreate(BaseModel):
 class EventUpdate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"match_threshold": 0.58}]})
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: PlainText | None = Field(None, min_length=1, max_length=200)
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas.text import PlainText
+
 EXAMPLE_KEY = {"id": "0190c7c0aa11bb22cc33dd44ee", "name": "partner: city-run.example", "scope": "partner",
                "event_ids": ["0190c7a35b2e4f00a1b2c3d4e5"], "created_at": "2026-04-20T09:00:00Z"}
 
@@ -19,7 +21,7 @@ def _only_partner_keys_have_events(schema: dict) -> None:
 class KeyCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra=_only_partner_keys_have_events)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     scope: Literal["organiser", "partner"] = "organiser"
     event_ids: list[str] = Field(default_factory=list, max_length=1000,
                                  description="partner keys: its events (none: every event of the organisation)")

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from app.schemas.text import PlainText
+
 EXAMPLE_RUNNER = {"id": "0190c7b1d2e3f405162738495a", "event_id": "0190c7a35b2e4f00a1b2c3d4e5",
                   "name": "Ada Runner", "email": "ada@example.org", "bib": "1042",
                   "created_at": "2026-04-26T14:20:00Z", "matches": 7, "matching": "done",
@@ -29,11 +31,11 @@ class RunnerCreate(BaseModel):
     # the service, with `consent_required` rather than a generic validation error.
     model_config = ConfigDict(str_strip_whitespace=True, json_schema_extra=_form_schema)
 
-    name: str = Field(min_length=1, max_length=200, examples=["Ada Runner"])
+    name: PlainText = Field(min_length=1, max_length=200, examples=["Ada Runner"])
     email: EmailStr = Field(examples=["ada@example.org"],
                             description="Where the gallery link is sent; special-use domains such as `.test`, "
                                         "`.local` or `.invalid` are refused")
-    bib: str | None = Field(None, max_length=40, examples=["1042"])
+    bib: PlainText | None = Field(None, max_length=40, examples=["1042"])
     consent: bool = Field(False, description="Must be `true`: the runner agrees that their selfie is used to "
                                              "find them in the event's photos",
                           json_schema_extra={"const": True})

@@ -42,6 +42,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/events/{event_id}/photos"): Row(ORGANISER),
     ("GET", "/api/v1/photos/{photo_id}"): Row(ORGANISER),
     ("DELETE", "/api/v1/photos/{photo_id}"): Row(ORGANISER),
+    ("POST", "/api/v1/photos/{photo_id}/retry"): Row(ORGANISER),
     ("POST", "/api/v1/events/{event_id}/runners"): Row(PARTNER, form="selfie"),
     ("GET", "/api/v1/events/{event_id}/runners"): Row(ORGANISER),
     ("GET", "/api/v1/runners/{runner_id}"): Row(PARTNER),
