@@ -6,13 +6,16 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api import events, health, notify, photos, runners
+from app.browser_policy import BrowserPolicy
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import FORM_OVERHEAD_BYTES, BodySizeLimit
 from app.pages import gallery, selfie, unsubscribe
+from app.pages.templating import STATIC_DIR
 from app.storage import make_store
 from worker.celery_app import create_celery
 from worker.dispatch import CelerySender
@@ -42,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        max_form_bytes=settings.max_file_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(BrowserPolicy, public_base_url=settings.public_base_url)  # outermost: every answer
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(photos.router, prefix=API_PREFIX)
