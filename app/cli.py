@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 
+from pydantic import ValidationError
+
 from app.config import load_settings
 
 log = logging.getLogger("finishline")
@@ -145,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    try:
+        if args.command != "ingest":  # ingest is an HTTP client: the server's settings are not its business
+            load_settings()  # a bad environment stops every command here, in words, before anything starts
+    except ValidationError as exc:
+        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        print(f"finishline: invalid settings: {problems}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets people copy from examples; refusing them beats signing gallery links with "changeme".
@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     )
     public_base_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PUBLIC_BASE_URL"))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("FINISHLINE_DEVICE"))
+    # One key, or several separated by commas for rotation: the first signs, every one verifies.
     secret_key: str | None = Field(None, validation_alias=_env("FINISHLINE_SECRET_KEY"))
 
     # --- our own knobs ---
@@ -82,12 +83,26 @@ class Settings(BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _refuse_placeholders(cls, value: str | None) -> str | None:
-        if value is not None and (value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < 16):
-            raise ValueError(
-                "FINISHLINE_SECRET_KEY is a placeholder or shorter than 16 characters; "
-                "set a long random value (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-            )
+        if value is None:
+            return None
+        for key in value.split(","):
+            if key.strip().lower() in PLACEHOLDER_SECRETS or len(key.strip()) < 16:
+                raise ValueError(
+                    "FINISHLINE_SECRET_KEY holds a placeholder or a key shorter than 16 characters; "
+                    "set a long random value (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
         return value
+
+    @model_validator(mode="after")
+    def _shared_setups_share_one_key(self) -> "Settings":
+        # With a database or broker server, API and workers usually run on several hosts; each
+        # would make its own key file, and links e-mailed by a worker would not open on the API.
+        if self.secret_key is None and (self.database_url or self.redis_url):
+            raise ValueError(
+                "FINISHLINE_SECRET_KEY must be set when DATABASE_URL or REDIS_URL is set: every API "
+                "and worker host must sign and check links with the same key"
+            )
+        return self
 
     # --- derived values ---
     @property
@@ -119,10 +134,11 @@ class Settings(BaseSettings):
         return DEFAULT_MATCH_THRESHOLDS[self.face_backend]
 
     @cached_property
-    def signing_key(self) -> str:
-        """FINISHLINE_SECRET_KEY, or on the embedded setup a random key kept in the data dir."""
+    def signing_keys(self) -> tuple[str, ...]:
+        """FINISHLINE_SECRET_KEY's keys, newest first, or on the embedded setup one random key
+        kept in the data dir."""
         if self.secret_key:
-            return self.secret_key
+            return tuple(key.strip() for key in self.secret_key.split(","))
         key_file = self.data_dir / "secret_key"
         if not key_file.exists():
             key_file.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +151,12 @@ class Settings(BaseSettings):
                 pass
             finally:
                 tmp.unlink()
-        return key_file.read_text().strip()
+        return (key_file.read_text().strip(),)
+
+    @property
+    def signing_key(self) -> str:
+        """The key that signs new links."""
+        return self.signing_keys[0]
 
 
 def load_settings() -> Settings:

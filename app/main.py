@@ -55,6 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
     app.include_router(unsubscribe.router)
-    settings.signing_key  # noqa: B018 - create the embedded secret now, not in a request
+    settings.signing_keys  # noqa: B018 - create the embedded secret now, not in a request
     logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())
     return app

@@ -73,7 +73,7 @@ class RunnerLinks:
 
 def runner_links(settings: Settings, runner_id: str) -> RunnerLinks:
     """The links of a runner's e-mail; gallery and delete pages are app/pages/gallery.py's."""
-    token = make_token(settings.signing_key, "unsubscribe", runner_id)
+    token = make_token(settings.signing_keys, "unsubscribe", runner_id)
     return RunnerLinks(
         gallery=gallery_service.gallery_url(settings, runner_id),
         delete=gallery_service.delete_url(settings, runner_id),

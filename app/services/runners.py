@@ -117,9 +117,6 @@ def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:
     runner = get_runner(uow, runner_id)
     event = matching.lock_event(uow, runner.event_id)
     photo_ids = list(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
-    if runner.selfie_key:
-        key = runner.selfie_key
-        uow.after_commit(lambda: store.delete(key))  # only once the row is surely gone
     uow.session.delete(runner)
     uow.session.flush()
     uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
