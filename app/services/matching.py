@@ -24,6 +24,7 @@ from sqlalchemy import delete, select, update
 from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.services import events as event_service
+from app.services import privacy
 from worker.dispatch import MATCH_RUNNER
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
@@ -130,7 +131,7 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
     session = uow.session
     faces = session.execute(
         select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
-        .where(Face.photo_id.in_(photo_ids)).order_by(Face.photo_id, Face.id)
+        .where(Face.photo_id.in_(photo_ids), privacy.matchable_faces()).order_by(Face.photo_id, Face.id)
     ).all()
     rejected = set(session.execute(
         select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
@@ -202,7 +203,8 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
         return 0  # deleted meanwhile
     event = lock_event(uow, runner.event_id)
     rows = uow.session.execute(
-        select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == runner.model_id)
+        select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == runner.model_id,
+                                                    privacy.matchable_faces())
     ).all()
     vector = np.frombuffer(runner.embedding, dtype=np.float32)
     photos = np.array([r.photo_id for r in rows], object)

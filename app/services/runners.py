@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app.config import Settings
 from app.db import Match, Runner, utcnow
@@ -17,7 +17,7 @@ from app.db.session import UnitOfWork
 from app.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
-from app.services import matching
+from app.services import matching, privacy
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image
 from models.pipeline import FaceResult, analyse_images
@@ -109,15 +109,18 @@ def list_matches(uow: UnitOfWork, runner_id: str) -> list[Match]:
 
 
 def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:
-    """Erase the runner: selfie file (if any), embedding, matches, rejections, deliveries.
+    """Erase the runner: embedding, matches, rejections, deliveries, and the templates of their
+    faces in the photos (which are marked excluded, so nobody else inherits them).
 
-    The database cascades from the runner row. Their photos are rematched afterwards, because a
-    face that was theirs may now belong to the next most similar runner.
+    The database cascades from the runner row; their photos are rematched afterwards for the
+    other faces in them. A concurrent second erasure waits on the event lock, then gets NotFound.
     """
     runner = get_runner(uow, runner_id)
     event = matching.lock_event(uow, runner.event_id)
+    if uow.session.scalar(select(Runner.id).where(Runner.id == runner_id)) is None:
+        raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")  # erased meanwhile
     photo_ids = list(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
-    uow.session.delete(runner)
-    uow.session.flush()
+    privacy.exclude_faces_of(uow, runner, event.match_threshold)
+    uow.session.execute(delete(Runner).where(Runner.id == runner_id).execution_options(synchronize_session=False))
     uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
     matching.rematch_photos(uow, event, photo_ids)
