@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # The public selfie form: at most this many submissions per client address per window (app/ratelimit.py).
     public_rate_limit: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_PUBLIC_RATE_LIMIT"))
     public_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("FINISHLINE_PUBLIC_RATE_WINDOW_S"))
+    # Default per-event retention of biometric templates, in days after the event date (privacy.py).
+    retention_days: int = Field(90, ge=1, le=3650, validation_alias=_env("FINISHLINE_RETENTION_DAYS"))
     # A photo queued or claimed longer than this is re-queued by the sweeper (lost message, dead worker).
     stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
     sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))

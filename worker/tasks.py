@@ -17,6 +17,7 @@ from app.db.session import unit_of_work
 from app.services import matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
+from app.services import privacy
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
 from worker.context import get_context
@@ -52,6 +53,10 @@ def sweep_stale_work_task(self) -> int:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         runners = matching.sweep_unmatched_runners(uow, stale_after=stale_after)
+    with unit_of_work(ctx.make_session) as uow:
+        purged = privacy.purge_expired_events(uow)
+    if purged:
+        log.warning("retention: face templates of events %s deleted", ", ".join(purged))
     if photos.requeued or deliveries.requeued or deliveries.uncertain or runners:
         log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d e-mails uncertain",
                     len(photos.requeued), len(runners), len(deliveries.requeued), len(deliveries.uncertain))

@@ -8,6 +8,7 @@ from app.db.session import UnitOfWork
 from app.schemas.event import EventCreate, EventOut, EventStatsOut, EventUpdate
 from app.services import events as event_service
 from app.services import matching as matching_service
+from app.services import privacy
 
 router = APIRouter(tags=["events"])
 
@@ -16,7 +17,9 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
     stats = event_service.event_stats(uow, event.id)
     return EventOut(
         id=event.id, name=event.name, slug=event.slug, starts_on=event.starts_on,
-        match_threshold=event.match_threshold, created_at=event.created_at,
+        match_threshold=event.match_threshold, retention_days=event.retention_days,
+        biometrics_expire_at=privacy.biometrics_expire_at(event),
+        biometrics_purged_at=event.biometrics_purged_at, created_at=event.created_at,
         selfie_url=f"{public_base_url}/e/{event.slug}", stats=EventStatsOut(**stats.__dict__),
     )
 
@@ -24,7 +27,8 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
 @router.post("/events", status_code=201, response_model=EventOut)
 def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
-    event = event_service.create_event(uow, name=body.name, starts_on=body.starts_on, match_threshold=threshold)
+    event = event_service.create_event(uow, name=body.name, starts_on=body.starts_on, match_threshold=threshold,
+                                       retention_days=body.retention_days or settings.retention_days)
     return event_out(uow, event, settings.public_base_url)
 
 

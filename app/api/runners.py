@@ -11,6 +11,7 @@ from app.db.session import UnitOfWork
 from app.face_backend import load_face_backend
 from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut
 from app.services import gallery as gallery_service
+from app.services import privacy
 from app.services import runners as runner_service
 
 router = APIRouter(tags=["runners"])
@@ -29,7 +30,8 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
                  uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
     data = runner_service.read_selfie(selfie.file, settings.max_file_bytes)
-    runner = runner_service.enrol(uow, event_id, form, data, load_face_backend(settings), settings)
+    consent = privacy.Consent.through_key(_key.id, form.consent_version)
+    runner = runner_service.enrol(uow, event_id, form, data, load_face_backend(settings), settings, consent)
     return runner_out(uow, runner, settings)
 
 
@@ -46,6 +48,6 @@ def list_matches(runner_id: str, uow: UoW, _key: ApiKeyDep) -> MatchList:
 
 
 @router.delete("/runners/{runner_id}", status_code=204)
-def delete_runner(runner_id: str, uow: UoW, store: StoreDep, _key: ApiKeyDep) -> Response:
-    runner_service.delete_runner(uow, store, runner_id)
+def delete_runner(runner_id: str, uow: UoW, store: StoreDep, settings: SettingsDep, _key: ApiKeyDep) -> Response:
+    runner_service.delete_runner(uow, store, runner_id, outbox_dir=settings.outbox_dir)
     return Response(status_code=204)

@@ -20,6 +20,7 @@ from app.ratelimit import limit_public_form
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import runners as runner_service
+from app.services.privacy import CONSENT_VERSION, Consent
 
 router = APIRouter(include_in_schema=False)
 FIELD_NAMES = {"name": "your name", "email": "your e-mail address", "bib": "the bib number"}
@@ -31,7 +32,7 @@ def selfie_form(slug: str, uow: UoW) -> HTMLResponse:
         event = event_service.get_event_by_slug(uow, slug)
     except NotFound:
         return message("Event not found", "There is no event at this address.", 404)
-    return page("selfie.html", event=event, values={}, error=None)
+    return page("selfie.html", event=event, values={}, error=None, consent_version=CONSENT_VERSION)
 
 
 @router.post("/e/{slug}", response_class=HTMLResponse)
@@ -41,7 +42,7 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
     except NotFound:
         return message("Event not found", "There is no event at this address.", 404)
     form = await request.form(max_files=1, max_fields=10)
-    values = {key: str(form.get(key) or "") for key in ("name", "email", "bib")}
+    values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "consent_version")}
     values["consent"] = bool(form.get("consent"))
     selfie = form.get("selfie")
     try:
@@ -51,12 +52,15 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
                 if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)
-        runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
+        consent = Consent.on_page(fields.consent_version)
+        runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings,
+                                         consent)
     except TooManyRequests as exc:
-        return page("selfie.html", 429, event=event, values=values,
+        return page("selfie.html", 429, event=event, values=values, consent_version=CONSENT_VERSION,
                     error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
     except AppError as exc:
-        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail)
+        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail,
+                    consent_version=CONSENT_VERSION)
     finally:
         await form.close()
     return page("enrolled.html", event=event, runner=runner)

@@ -5,16 +5,22 @@ from datetime import date, datetime
 from pydantic import BaseModel, Field
 
 
+RETENTION_DAYS = Field(None, ge=1, le=3650, description="Days after the event date (or creation) after "
+                       "which all face templates are deleted; galleries keep working.")
+
+
 class EventCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     starts_on: date | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    retention_days: int | None = RETENTION_DAYS
 
 
 class EventUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     starts_on: date | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    retention_days: int | None = RETENTION_DAYS
 
 
 class EventStatsOut(BaseModel):
@@ -38,6 +44,9 @@ class EventOut(BaseModel):
     slug: str
     starts_on: date | None
     match_threshold: float
+    retention_days: int
+    biometrics_expire_at: datetime
+    biometrics_purged_at: datetime | None
     created_at: datetime
     selfie_url: str
     stats: EventStatsOut

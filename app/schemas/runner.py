@@ -14,6 +14,8 @@ class RunnerCreate(BaseModel):
     email: EmailStr
     bib: str | None = Field(None, max_length=40)
     consent: bool = False  # checked by the service, so a missing box gets `consent_required`
+    # the version of the consent text the runner was shown (a partner site's own, through the API)
+    consent_version: str | None = Field(None, max_length=40)
 
     @field_validator("bib", mode="before")
     @classmethod
@@ -35,7 +37,7 @@ class RunnerOut(BaseModel):
 class MatchOut(BaseModel):
     photo_id: str
     face_id: str
-    similarity: float
+    similarity: float | None  # None once the event's retention period has ended
 
 
 class MatchList(BaseModel):

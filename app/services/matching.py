@@ -127,6 +127,9 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
     """
     if not photo_ids:
         return
+    if event.biometrics_purged_at is not None:  # retention over: no templates left to compare
+        privacy.keep_stored_matches(uow, photo_ids)
+        return
     runner_sets = {} if runner_sets is None else runner_sets
     session = uow.session
     faces = session.execute(
@@ -244,7 +247,8 @@ _UNSET = object()
 
 
 def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
-                 starts_on: date | None | object = _UNSET, match_threshold: float | None = None) -> Event:
+                 starts_on: date | None | object = _UNSET, match_threshold: float | None = None,
+                 retention_days: int | None = None) -> Event:
     """Edit an event; a new threshold recomputes all its matches in this transaction.
 
     It lives here, not in the events service, because the threshold is the part with rules.
@@ -254,6 +258,8 @@ def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
         event.name = name
     if starts_on is not _UNSET:
         event.starts_on = starts_on  # type: ignore[assignment]
+    if retention_days is not None:
+        event.retention_days = retention_days
     if match_threshold is not None and match_threshold != event.match_threshold:
         event.match_threshold = match_threshold
         uow.session.flush()

@@ -330,7 +330,7 @@ def send_delivery(settings: Settings, make_session: sessionmaker[Session], store
             return S.failed.value
         raise
     _with_db_retries(make_session, lambda uow: _record_sent(uow, delivery_id))
-    log.info("delivery %s sent to %s via %s", delivery_id, claim.runner_email, where)
+    log.info("delivery %s sent via %s", delivery_id, where)  # ids only: logs outlive an erasure
     return S.sent.value
 
 

@@ -7,6 +7,7 @@ enrolled under another face model must therefore enrol again (their vectors are 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import delete, func, select
@@ -74,14 +75,15 @@ def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings) -> Fac
 
 
 def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes,
-          backend: FaceBackend, settings: Settings) -> Runner:
+          backend: FaceBackend, settings: Settings, consent: privacy.Consent) -> Runner:
     """A new runner from a usable selfie; matching against the event's photos is queued."""
     if not form.consent:
         raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
-    event_service.get_event(uow, event_id)
+    privacy.check_enrolment_open(event_service.get_event(uow, event_id))
     face = analyse_selfie(selfie, backend, settings)
     runner = Runner(event_id=event_id, name=form.name, email=str(form.email), bib=form.bib,
-                    consent_at=utcnow(), embedding=face.embedding.astype("float32").tobytes(),
+                    consent_at=utcnow(), consent_version=consent.version, consent_source=consent.source,
+                    consent_key_id=consent.key_id, embedding=face.embedding.astype("float32").tobytes(),
                     model_id=backend.model_id)
     uow.session.add(runner)
     uow.session.flush()
@@ -104,11 +106,12 @@ def list_matches(uow: UnitOfWork, runner_id: str) -> list[Match]:
     """The runner's matches, best first."""
     get_runner(uow, runner_id)
     return list(uow.session.scalars(
-        select(Match).where(Match.runner_id == runner_id).order_by(Match.similarity.desc(), Match.id)
+        select(Match).where(Match.runner_id == runner_id)
+        .order_by(Match.similarity.desc().nulls_last(), Match.photo_id)
     ))
 
 
-def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:
+def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str, *, outbox_dir: Path | None = None) -> None:
     """Erase the runner: embedding, matches, rejections, deliveries, and the templates of their
     faces in the photos (which are marked excluded, so nobody else inherits them).
 
@@ -121,6 +124,7 @@ def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:
         raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")  # erased meanwhile
     photo_ids = list(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
     privacy.exclude_faces_of(uow, runner, event.match_threshold)
+    privacy.forget_outbox(uow, runner_id, outbox_dir)
     uow.session.execute(delete(Runner).where(Runner.id == runner_id).execution_options(synchronize_session=False))
     uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
     matching.rematch_photos(uow, event, photo_ids)
