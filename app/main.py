@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.api import events, health, notify, photos, runners
+from app.api import events, health, keys, notify, photos, runners
 from app.browser_policy import BrowserPolicy
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(selfie.router)
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
+    app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(unsubscribe.router)
     settings.signing_keys  # noqa: B018 - create the embedded secret now, not in a request
     logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())

@@ -1,7 +1,8 @@
 """The selfie form of an event, `/e/{slug}`: enrolment without an API key.
 
 The POST re-renders the form with the reason in words and what was typed (a browser never
-refills a file input), or shows a confirmation. Same service and error codes as the API.
+refills a file input), or shows a confirmation. Same service and error codes as the API; after
+`multiple_faces` the form asks which face (field `face`, as in the API) and for the selfie again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
     form = await request.form(max_files=1, max_fields=10)
     values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "consent_version")}
     values["consent"] = bool(form.get("consent"))
+    values["face"] = str(form.get("face") or "")
     selfie = form.get("selfie")
     try:
         # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
@@ -53,17 +55,17 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
                 if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)
         consent = Consent.on_page(fields.consent_version)
-        runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings,
-                                         consent)
+        enrolment = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings,
+                                            consent)
     except TooManyRequests as exc:
         return page("selfie.html", 429, event=event, values=values, consent_version=CONSENT_VERSION,
                     error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
     except AppError as exc:
         return page("selfie.html", exc.status, event=event, values=values, error=exc.detail,
-                    consent_version=CONSENT_VERSION)
+                    consent_version=CONSENT_VERSION, faces=exc.extra.get("faces"))
     finally:
         await form.close()
-    return page("enrolled.html", event=event, runner=runner)
+    return page("enrolled.html", event=event, runner=enrolment.runner, updated=not enrolment.created)
 
 
 def _parse_fields(values: dict) -> RunnerCreate:

@@ -1,14 +1,14 @@
 """privacy: event retention, excluded faces, purgeable templates and similarities, consent record
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0005
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0008'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
@@ -25,14 +25,12 @@ def upgrade() -> None:
     with op.batch_alter_table('runners', schema=None) as batch_op:
         batch_op.add_column(sa.Column('consent_version', sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column('consent_source', sa.String(length=10), nullable=True))
-        batch_op.add_column(sa.Column('consent_key_id', sa.String(length=32), nullable=True))
         batch_op.drop_column('selfie_key')  # never set: selfies are not stored
 
 
 def downgrade() -> None:
     with op.batch_alter_table('runners', schema=None) as batch_op:
         batch_op.add_column(sa.Column('selfie_key', sa.String(length=300), nullable=True))
-        batch_op.drop_column('consent_key_id')
         batch_op.drop_column('consent_source')
         batch_op.drop_column('consent_version')
     with op.batch_alter_table('matches', schema=None) as batch_op:

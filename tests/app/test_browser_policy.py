@@ -12,7 +12,7 @@ from app.browser_policy import CONTENT_SECURITY_POLICY
 from app.db import Event
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.services import tokens
-from tests.conftest import api_client, migrated_settings
+from tests.conftest import organisation_for_tests, api_client, migrated_settings
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "app" / "pages" / "templates"
 # The exact policy the helpers agreed on (COORDINATION.md: "Web pages: one policy for everyone").
@@ -25,7 +25,7 @@ def site(tmp_path):
     settings = migrated_settings(tmp_path / "data", public_base_url="https://photos.example.org")
     engine = make_engine(settings.resolved_database_url)
     with unit_of_work(make_sessionmaker(engine)) as uow:
-        uow.session.add(Event(id="ev1", name="Policy run", slug="policy-run", match_threshold=0.5))
+        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev1", name="Policy run", slug="policy-run", match_threshold=0.5))
     engine.dispose()
     with api_client(settings, with_key=False) as client:
         yield client, settings

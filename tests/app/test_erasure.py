@@ -10,7 +10,7 @@ from app.db import Event, Face, Match, Photo, Runner
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.services import gallery, matching, runners
 from app.storage import LocalPhotoStore
-from tests.conftest import RecordingSender, migrated_settings
+from tests.conftest import organisation_for_tests, RecordingSender, migrated_settings
 
 DIM = 8
 
@@ -44,7 +44,7 @@ class Db:
 def db(tmp_path):
     db = Db(migrated_settings(tmp_path / "data"))
     with db.uow() as uow:
-        uow.session.add(Event(id="ev", name="Run", slug="run", match_threshold=THRESHOLD))
+        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev", name="Run", slug="run", match_threshold=THRESHOLD))
         for pid in ("p1", "p2"):
             uow.session.add(Photo(id=pid, event_id="ev", filename=f"{pid}.jpg", sha256=pid * 32, size_bytes=1,
                                   content_type="image/jpeg", storage_key=f"k/{pid}", status="done"))

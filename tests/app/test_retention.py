@@ -14,7 +14,7 @@ from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.services import gallery, matching, notify, privacy, runners
 from app.storage import LocalPhotoStore
 from tests.app.test_erasure import A, B, vector
-from tests.conftest import RecordingSender, api_client, migrated_settings
+from tests.conftest import organisation_for_tests, RecordingSender, api_client, migrated_settings
 from tests.images import identity_photo
 
 TODAY = date.today()
@@ -32,7 +32,7 @@ class World:
 
     def add_event(self, event_id: str, starts_on: date | None, **fields) -> None:
         with self.uow() as uow:
-            uow.session.add(Event(id=event_id, name=f"Run {event_id}", slug=event_id, match_threshold=0.5,
+            uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id=event_id, name=f"Run {event_id}", slug=event_id, match_threshold=0.5,
                                   starts_on=starts_on, **fields))
             uow.session.flush()
             for n, emb in enumerate((A, B)):
@@ -149,9 +149,9 @@ def test_consent_is_recorded_with_its_version_and_source(world, faces_dir):
     key_id = client.headers["Authorization"].split("_")[1]
     recorded = {r.email: r for r in world.rows(Runner, "ev")}
     page_runner, api_runner = recorded["andy1@example.org"], recorded["andy2@example.org"]
-    assert (page_runner.consent_source, page_runner.consent_version, page_runner.consent_key_id) == (
+    assert (page_runner.consent_source, page_runner.consent_version, page_runner.enrolled_by_key_id) == (
         "page", privacy.CONSENT_VERSION, None)
-    assert (api_runner.consent_source, api_runner.consent_version, api_runner.consent_key_id) == (
+    assert (api_runner.consent_source, api_runner.consent_version, api_runner.enrolled_by_key_id) == (
         "api", "partner-tos-4", key_id)
 
 

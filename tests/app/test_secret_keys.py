@@ -18,7 +18,7 @@ from app.db import Event, Runner
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.services import gallery, tokens
 from app.errors import NotFound
-from tests.conftest import REPO, api_client, migrated_settings
+from tests.conftest import organisation_for_tests, REPO, api_client, migrated_settings
 
 NEW, OLD = "new-secret-" + "n" * 24, "old-secret-" + "o" * 24
 
@@ -79,7 +79,7 @@ def test_gallery_links_live_as_long_as_the_event_retention(tmp_path, monkeypatch
     settings = migrated_settings(tmp_path / "data")
     engine = make_engine(settings.resolved_database_url)
     with unit_of_work(make_sessionmaker(engine)) as uow:
-        uow.session.add(Event(id="ev", name="Run", slug="run", match_threshold=0.5, retention_days=10,
+        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev", name="Run", slug="run", match_threshold=0.5, retention_days=10,
                               starts_on=date.today()))
         uow.session.add(Runner(id="r1", event_id="ev", name="Ann", email="ann@example.org"))
     now = time.time()
