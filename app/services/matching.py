@@ -25,7 +25,7 @@ from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runne
 from app.db.session import UnitOfWork
 from app.services import events as event_service
 from app.services import privacy
-from worker.dispatch import MATCH_RUNNER
+from app.jobs import MATCH_RUNNER
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.

@@ -54,7 +54,7 @@ from app.services.email import (
 )
 from app.services.tokens import make_token
 from app.storage import PhotoStore
-from worker.dispatch import SEND_RUNNER_EMAIL
+from app.jobs import SEND_RUNNER_EMAIL
 
 log = logging.getLogger(__name__)
 S = DeliveryStatus

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import Face
-from app.db.session import TaskSender, unit_of_work
+from app.db.session import unit_of_work
+from app.jobs import TaskSender
 from app.services import matching
 from app.services import photos as photo_service
 from app.storage import PhotoStore

@@ -25,7 +25,7 @@ from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image
 from models.pipeline import FaceResult, analyse_images
 from models.types import FaceBackend
-from worker.dispatch import MATCH_RUNNER
+from app.jobs import MATCH_RUNNER
 
 # SFace embeds a 112 px aligned crop; a face much smaller than that has lost the detail that
 # tells similar people apart, and a runner can always take a closer selfie.

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import Photo, PhotoStatus, new_id, utcnow
 from app.db.session import UnitOfWork
 from app.storage import PhotoStore
-from worker.dispatch import PROCESS_PHOTO
+from app.jobs import PROCESS_PHOTO
 
 CHUNK = 1024 * 1024
 MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"PK\x03\x04": "zip", b"PK\x05\x06": "zip"}
