@@ -122,10 +122,9 @@ def cmd_revoke_key(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from app.server import serve
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                log_level="info", proxy_headers=True)
+    serve(load_settings(), args.host, args.port)
     return 0
 
 
@@ -151,7 +150,7 @@ def _die_with_parent() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from app.server import serve
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     log.warning("worker started (pid %s); API on http://%s:%s", worker.pid, args.host, args.port)
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+        serve(settings, args.host, args.port)
     finally:
         _stop(worker)
     return 0

@@ -67,11 +67,19 @@ class Settings(BaseSettings):
     max_archive_bytes: int = Field(16 * 2**30, validation_alias=_env("FINISHLINE_MAX_ARCHIVE_BYTES"))
     max_compression_ratio: float = Field(100.0, gt=1, validation_alias=_env("FINISHLINE_MAX_COMPRESSION_RATIO"))
     max_archive_entries: int = Field(50_000, ge=1, validation_alias=_env("FINISHLINE_MAX_ARCHIVE_ENTRIES"))
-    # The public selfie form: at most this many submissions per client address per window (app/ratelimit.py).
-    public_rate_limit: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_PUBLIC_RATE_LIMIT"))
+    # The public selfie form: at most this many submissions per client address and event per window
+    # (app/ratelimit.py); sized for a finish line where many runners share one Wi-Fi or carrier address.
+    public_rate_limit: int = Field(30, ge=1, validation_alias=_env("FINISHLINE_PUBLIC_RATE_LIMIT"))
     public_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("FINISHLINE_PUBLIC_RATE_WINDOW_S"))
+    # Reverse proxies whose X-Forwarded-For is believed: addresses or networks, comma-separated
+    # ("*" trusts any peer: only when the API is reachable through the proxy alone).
+    trusted_proxies: str = Field("127.0.0.1,::1", validation_alias=_env("FINISHLINE_TRUSTED_PROXIES"))
     # Default per-event retention of biometric templates, in days after the event date (privacy.py).
     retention_days: int = Field(90, ge=1, le=3650, validation_alias=_env("FINISHLINE_RETENTION_DAYS"))
+    # Request heads (request line + headers): at most this many bytes (431), complete within this
+    # many seconds of the connection or the head's first byte (408), see app/server.py.
+    max_header_bytes: int = Field(64 * 1024, ge=8 * 1024, validation_alias=_env("FINISHLINE_MAX_HEADER_BYTES"))
+    header_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("FINISHLINE_HEADER_TIMEOUT_S"))
     # A photo queued or claimed longer than this is re-queued by the sweeper (lost message, dead worker).
     stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
     sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))

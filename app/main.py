@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.api import events, health, keys, notify, photos, runners
 from app.browser_policy import BrowserPolicy
@@ -45,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        max_form_bytes=settings.max_file_bytes + FORM_OVERHEAD_BYTES)
-    app.add_middleware(BrowserPolicy, public_base_url=settings.public_base_url)  # outermost: every answer
+    app.add_middleware(BrowserPolicy, public_base_url=settings.public_base_url)  # every answer
+    # Outermost: the client address and scheme behind a trusted proxy, before anything uses them.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(events.router, prefix=API_PREFIX)

@@ -42,14 +42,19 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         event = await run_in_threadpool(event_service.get_event_by_slug, uow, slug)
     except NotFound:
         return message("Event not found", "There is no event at this address.", 404)
+    try:
+        limit_public_form(request, scope=event.id)  # before the body is read: a refusal costs no upload
+    except TooManyRequests as exc:
+        response = page("selfie.html", 429, event=event, values={}, consent_version=CONSENT_VERSION,
+                        error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     form = await request.form(max_files=1, max_fields=10)
     values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "consent_version")}
     values["consent"] = bool(form.get("consent"))
     values["face"] = str(form.get("face") or "")
     selfie = form.get("selfie")
     try:
-        # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
-        limit_public_form(request)
         fields = _parse_fields(values)
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
                 if isinstance(selfie, UploadFile) else b"")
@@ -57,9 +62,6 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         consent = Consent.on_page(fields.consent_version)
         enrolment = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings,
                                             consent)
-    except TooManyRequests as exc:
-        return page("selfie.html", 429, event=event, values=values, consent_version=CONSENT_VERSION,
-                    error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
     except AppError as exc:
         return page("selfie.html", exc.status, event=event, values=values, error=exc.detail,
                     consent_version=CONSENT_VERSION, faces=exc.extra.get("faces"))
