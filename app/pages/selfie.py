@@ -7,6 +7,8 @@ refills a file input), or shows a confirmation. Same service and error codes as 
 
 from __future__ import annotations
 
+import base64
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
@@ -22,6 +24,7 @@ from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import runners as runner_service
 from app.services.privacy import CONSENT_VERSION, Consent
+from models.image import decode_image, render_jpeg
 
 router = APIRouter(include_in_schema=False)
 FIELD_NAMES = {"name": "your name", "email": "your e-mail address", "bib": "the bib number"}
@@ -54,6 +57,7 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
     values["consent"] = bool(form.get("consent"))
     values["face"] = str(form.get("face") or "")
     selfie = form.get("selfie")
+    data = b""
     try:
         fields = _parse_fields(values)
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
@@ -63,11 +67,29 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         enrolment = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings,
                                             consent)
     except AppError as exc:
-        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail,
-                    consent_version=CONSENT_VERSION, faces=exc.extra.get("faces"))
+        faces = exc.extra.get("faces")
+        if faces:
+            faces = await run_in_threadpool(_with_previews, data, faces, settings.max_image_pixels)
+        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail, faces=faces,
+                    consent_version=CONSENT_VERSION)
     finally:
         await form.close()
     return page("enrolled.html", event=event, runner=enrolment.runner, updated=not enrolment.created)
+
+
+def _with_previews(selfie: bytes, faces: list[dict], max_pixels: int) -> list[dict]:
+    """Each face cut from the selfie as a small data: image, so the runner sees which is which.
+    It goes back to the person who sent it, in this answer only: nothing is stored."""
+    image = decode_image(selfie, max_pixels=max_pixels)
+    out = []
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        margin = 0.25 * max(x2 - x1, y2 - y1)
+        crop = image.crop((max(0, int(x1 - margin)), max(0, int(y1 - margin)),
+                           min(image.width, int(x2 + margin)), min(image.height, int(y2 + margin))))
+        preview = base64.b64encode(render_jpeg(crop, 160, quality=80)).decode()
+        out.append({**face, "preview": f"data:image/jpeg;base64,{preview}"})
+    return out
 
 
 def _parse_fields(values: dict) -> RunnerCreate:
