@@ -38,14 +38,17 @@ def origin_of(url: str) -> str:
 
 
 def is_cross_site(headers: Headers, own_origins: set[str]) -> bool:
-    """True when the browser says this request was started by another site."""
+    """True when the browser says this request was started by another site.
+
+    `Sec-Fetch-Site` decides when present: scripts cannot set it. Without it (older browsers),
+    a foreign `Origin` is refused. `Origin: null` is not: our pages send no Referer
+    (`no-referrer`), and under that policy browsers send `null` for their own same-origin posts.
+    """
     fetch_site = headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site.lower() not in SAFE_FETCH_SITES:
-        return True
+    if fetch_site is not None:
+        return fetch_site.lower() not in SAFE_FETCH_SITES
     origin = headers.get("origin")
-    if origin is not None and origin.lower() not in own_origins:
-        return True  # includes "null": sandboxed frames, data: URLs, privacy redirects
-    return False
+    return origin is not None and origin.lower() != "null" and origin.lower() not in own_origins
 
 
 class BrowserPolicy:
