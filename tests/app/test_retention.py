@@ -171,3 +171,17 @@ def test_erasure_leaves_no_outbox_file_and_logs_hold_no_address(world, caplog):
     assert list(world.settings.outbox_dir.glob("*.eml")) == []
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "runner0@ev.example.org" not in logged and "Runner 0" not in logged
+
+
+def test_the_sweeper_task_runs_the_retention_purge(world, monkeypatch):
+    from app.jobs import SWEEP_STALE_WORK
+    from worker import context, tasks  # noqa: F401 (registers the tasks)
+    from worker.celery_app import create_worker_app
+
+    world.add_event("old", TODAY - timedelta(days=91))
+    monkeypatch.setattr(context, "_context", None)  # the worker's per-process resources, for these settings
+    celery = create_worker_app(world.settings)
+    celery.tasks[SWEEP_STALE_WORK].apply().get()
+    assert world.rows(Event, "old")[0].biometrics_purged_at is not None
+    assert all(f.embedding is None for f in world.rows(Face, "old"))
+    monkeypatch.setattr(context, "_context", None)
