@@ -25,7 +25,8 @@ def site(tmp_path):
     settings = migrated_settings(tmp_path / "data", public_base_url="https://photos.example.org")
     engine = make_engine(settings.resolved_database_url)
     with unit_of_work(make_sessionmaker(engine)) as uow:
-        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev1", name="Policy run", slug="policy-run", match_threshold=0.5))
+        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev1", name="Policy run",
+                              slug="policy-run", match_threshold=0.5))
     engine.dispose()
     with api_client(settings, with_key=False) as client:
         yield client, settings

@@ -44,7 +44,8 @@ class Db:
 def db(tmp_path):
     db = Db(migrated_settings(tmp_path / "data"))
     with db.uow() as uow:
-        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev", name="Run", slug="run", match_threshold=THRESHOLD))
+        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev", name="Run", slug="run",
+                              match_threshold=THRESHOLD))
         for pid in ("p1", "p2"):
             uow.session.add(Photo(id=pid, event_id="ev", filename=f"{pid}.jpg", sha256=pid * 32, size_bytes=1,
                                   content_type="image/jpeg", storage_key=f"k/{pid}", status="done"))

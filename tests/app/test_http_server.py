@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port, migrated_settings, new_api_key, service_env, start_process, stop_process, wait_for_http
+from tests.conftest import (free_port, migrated_settings, new_api_key, service_env, start_process, stop_process,
+                            wait_for_http)
 
 HEADER_TIMEOUT_S = 2
 

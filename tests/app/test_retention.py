@@ -32,12 +32,12 @@ class World:
 
     def add_event(self, event_id: str, starts_on: date | None, **fields) -> None:
         with self.uow() as uow:
-            uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id=event_id, name=f"Run {event_id}", slug=event_id, match_threshold=0.5,
-                                  starts_on=starts_on, **fields))
+            uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id=event_id, name=f"Run {event_id}",
+                                  slug=event_id, match_threshold=0.5, starts_on=starts_on, **fields))
             uow.session.flush()
             for n, emb in enumerate((A, B)):
-                photo = Photo(id=f"{event_id}-p{n}", event_id=event_id, filename=f"{n}.jpg", sha256=f"{event_id}{n}".ljust(64, "0"),
-                              size_bytes=1, content_type="image/jpeg", storage_key=f"k/{event_id}/{n}", status="done",
+                photo = Photo(id=f"{event_id}-p{n}", event_id=event_id, filename=f"{n}.jpg",
+                              sha256=f"{event_id}{n}".ljust(64, "0"), size_bytes=1, content_type="image/jpeg", storage_key=f"k/{event_id}/{n}", status="done",
                               thumb_key=f"k/{event_id}/{n}.thumb")
                 uow.session.add(photo)
                 uow.session.flush()

@@ -79,8 +79,8 @@ def test_gallery_links_live_as_long_as_the_event_retention(tmp_path, monkeypatch
     settings = migrated_settings(tmp_path / "data")
     engine = make_engine(settings.resolved_database_url)
     with unit_of_work(make_sessionmaker(engine)) as uow:
-        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev", name="Run", slug="run", match_threshold=0.5, retention_days=10,
-                              starts_on=date.today()))
+        uow.session.add(Event(organisation_id=organisation_for_tests(uow).id, id="ev", name="Run", slug="run",
+                              match_threshold=0.5, retention_days=10, starts_on=date.today()))
         uow.session.add(Runner(id="r1", event_id="ev", name="Ann", email="ann@example.org"))
     now = time.time()
     within = _signed_at(monkeypatch, now - 9 * 86400, settings.signing_keys, "gallery", "r1")
