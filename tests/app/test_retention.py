@@ -13,7 +13,7 @@ from app.db import Delivery, Event, Face, Match, Photo, Runner
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.services import gallery, matching, notify, privacy, runners
 from app.storage import LocalPhotoStore
-from tests.app.test_erasure import A, B, vector
+from tests.app.test_erasure import A, B
 from tests.conftest import organisation_for_tests, RecordingSender, api_client, migrated_settings
 from tests.images import identity_photo
 

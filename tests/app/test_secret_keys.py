@@ -7,7 +7,7 @@ import base64
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 from itsdangerous import TimestampSigner

@@ -13,7 +13,6 @@ import io
 import multiprocessing
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
