@@ -15,6 +15,7 @@ from app.errors import NotFound
 from app.pages.templating import PRIVATE_HEADERS, message, page
 from app.services import events as event_service
 from app.services import gallery as gallery_service
+from app.services import privacy
 from app.services import runners as runner_service
 
 router = APIRouter(include_in_schema=False)
@@ -27,8 +28,10 @@ def show_gallery(token: str, uow: UoW, settings: SettingsDep) -> HTMLResponse:
         runner = gallery_service.runner_for(uow, settings, "gallery", token)
     except NotFound:
         return message(*GONE, status_code=404)
+    event = event_service.get_event(uow, runner.event_id)
     return page("gallery.html", runner=runner, photos=gallery_service.matched_photos(uow, runner),
-                base=f"/g/{token}", delete_url=gallery_service.delete_url(settings, runner.id))
+                base=f"/g/{token}", delete_url=gallery_service.delete_url(settings, runner.id),
+                biometrics_expire_at=privacy.biometrics_expire_at(event), purged=event.biometrics_purged_at)
 
 
 @router.get("/g/{token}/photos/{photo_id}/{size}")
@@ -81,7 +84,7 @@ def delete_data(token: str, uow: UoW, settings: SettingsDep, store: StoreDep) ->
         runner = gallery_service.runner_for(uow, settings, "delete", token)
     except NotFound:
         return message(*GONE, status_code=404)
-    runner_service.delete_runner(uow, store, runner.id)
+    runner_service.delete_runner(uow, store, runner.id, outbox_dir=settings.outbox_dir)
     return message("Your data is deleted", "Your face template, your matches and your gallery are gone.")
 
 
