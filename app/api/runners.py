@@ -35,13 +35,14 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
              responses={200: {"model": RunnerOut, "description": "this e-mail was enrolled already: runner updated"},
                         **api_errors("event_not_found", "malformed_body", "payload_too_large", "image_too_large",
                                      "validation_error", "consent_required", "not_an_image", "no_face",
-                                     "multiple_faces", "invalid_face", "face_too_small")})
+                                     "multiple_faces", "invalid_face", "face_too_small", "retention_ended")})
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
                  open_uow: UowFactory, settings: SettingsDep, caller: CallerDep, response: Response) -> RunnerOut:
     """Enrol a runner (201), or update the runner already enrolled with this e-mail (200)."""
     runner_service.require_consent(form)
     with open_uow() as uow:
         event = access.get_event(uow, caller, event_id)  # 404 before any network work
+        privacy.check_enrolment_open(event)  # 409 before the selfie is analysed
     backend = load_face_backend(settings)
     face = runner_service.analyse_selfie(runner_service.read_selfie(selfie.file, settings.max_file_bytes),
                                          backend, settings, face_index=form.face)

@@ -25,7 +25,7 @@ from app.ratelimit import limit_public_form
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import runners as runner_service
-from app.services.privacy import CONSENT_VERSION, Consent
+from app.services.privacy import CONSENT_VERSION, Consent, check_enrolment_open
 from models.image import decode_image, render_jpeg
 from models.pipeline import FaceResult
 
@@ -65,6 +65,7 @@ async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, setti
     try:
         fields = _parse_fields(values)
         runner_service.require_consent(fields)
+        check_enrolment_open(event)  # before the selfie is analysed
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
                 if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)

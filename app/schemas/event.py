@@ -22,7 +22,8 @@ EXAMPLE_STATS = {"photos": 1200, "photos_pending": 150, "photos_processing": 8, 
                  "emails_sent": 296, "emails_failed": 1, "emails_uncertain": 0}
 EXAMPLE_EVENT = {"id": "0190c7a35b2e4f00a1b2c3d4e5", "name": "City Marathon 2026", "slug": "city-marathon-2026-3fa9c1",
                  "starts_on": "2026-04-26", "match_threshold": 0.61, "created_at": "2026-04-20T08:30:00Z",
-                 "selfie_url": "https://photos.example.org/e/city-marathon-2026-3fa9c1", "stats": EXAMPLE_STATS}
+                 "selfie_url": "https://photos.example.org/e/city-marathon-2026-3fa9c1", "stats": EXAMPLE_STATS,
+                 "retention_days": 90, "biometrics_expire_at": "2026-07-25T00:00:00Z", "biometrics_purged_at": None}
 
 
 RETENTION_DAYS = Field(None, ge=1, le=3650, description="Days after the event date (or creation) after "
@@ -74,7 +75,7 @@ class EventOut(BaseModel):
     match_threshold: float
     retention_days: int
     biometrics_expire_at: datetime
-    biometrics_purged_at: datetime | None
+    biometrics_purged_at: datetime | None = None
     created_at: datetime
     selfie_url: str
     stats: EventStatsOut

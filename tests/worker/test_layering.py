@@ -12,9 +12,9 @@ from tests.conftest import REPO
 
 SERVICES = REPO / "app" / "services"
 # Orchestrations that own their transactions, and why (README "Transactions"): each commits a
-# claim before slow work (a CNN run, an SMTP conversation, one stored file), so no transaction is
+# claim before slow work (a CNN run, an SMTP conversation, an HTTP call, one stored file), so no transaction is
 # held through it and other workers see the claim.
-OPENS_ITS_OWN_UNITS_OF_WORK = {"processing.py", "notify.py", "uploads.py"}
+OPENS_ITS_OWN_UNITS_OF_WORK = {"processing.py", "notify.py", "uploads.py", "webhooks.py"}
 
 
 def _run(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def test_the_celery_app_is_built_on_first_use_from_the_environment(tmp_path):
     ok = _run("from worker.celery_app import app; print(app.conf.broker_url, sorted(app.conf.include))",
               tmp_path, FINISHLINE_DATA_DIR=str(data_dir))
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert "filesystem://" in ok.stdout and "worker.tasks" in ok.stdout
+    assert "finishline-fs://" in ok.stdout and "worker.tasks" in ok.stdout  # worker/fs_broker.py
     bad = _run("from worker.celery_app import app", tmp_path, FINISHLINE_SECRET_KEY="changeme")
     assert bad.returncode != 0 and "FINISHLINE_SECRET_KEY" in bad.stderr
 
