@@ -1,15 +1,16 @@
 """Tables (one per module), the engine and the unit of work. Named `db` so `models` means CNNs."""
 
 from app.db.api_key import ApiKey
+from app.db.bib_read import BibRead
 from app.db.base import Base, new_id, utcnow
 from app.db.delivery import DeliveredPhoto, Delivery
 from app.db.event import Event
 from app.db.face import Face
-from app.db.match import Match, MatchRejection
+from app.db.match import Match, MatchRejection, MatchSource
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
 
 __all__ = [
-    "ApiKey", "Base", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
+    "ApiKey", "Base", "BibRead", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection", "MatchSource",
     "Photo", "PhotoStatus", "Runner", "new_id", "utcnow",
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, Float, String
+from sqlalchemy import Boolean, Date, Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -15,4 +15,7 @@ class Event(IdMixin, Base):
     slug: Mapped[str] = mapped_column(String(120), unique=True)
     starts_on: Mapped[date | None] = mapped_column(Date)
     match_threshold: Mapped[float] = mapped_column(Float)
+    # runners may find photos by bib number on the event's public page (off: some organisers
+    # will not let anyone who knows a number see that runner's photos)
+    bib_search_public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

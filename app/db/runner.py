@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -10,12 +10,14 @@ from app.db.base import Base, IdMixin, utcnow
 
 class Runner(IdMixin, Base):
     __tablename__ = "runners"
+    __table_args__ = (Index(None, "event_id", "bib"),)
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))  # null: a start-list row without one
     bib: Mapped[str | None] = mapped_column(String(40))
     consent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    from_start_list: Mapped[bool] = mapped_column(Boolean, default=False)  # imported, not self-enrolled
     selfie_key: Mapped[str | None] = mapped_column(String(300))  # erased once embedded
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     model_id: Mapped[str | None] = mapped_column(String(100))

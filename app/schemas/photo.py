@@ -11,6 +11,13 @@ class FaceOut(BaseModel):
     score: float
 
 
+class BibOut(BaseModel):
+    number: str  # digits as printed on the bib
+    box: list[float]  # x1, y1, x2, y2 of the numerals, in the original image's pixels
+    score: float  # the recogniser's confidence, 0-1
+    face_id: str | None  # the face (in `faces`) whose torso holds the bib, or null
+
+
 class PhotoOut(BaseModel):
     id: str
     event_id: str
@@ -23,6 +30,7 @@ class PhotoOut(BaseModel):
     height: int | None
     created_at: datetime
     faces: list[FaceOut]
+    bibs: list[BibOut] = []
 
 
 class PhotoPage(BaseModel):
