@@ -13,7 +13,9 @@ One stage, plain functions, run after face detection (`read_bibs(image, face_box
 4. Filters: digits only, 1-6 of them; a confident read; not much smaller than the biggest
    numerals next to it (corral letters and gear-check or sponsor numbers under the bib's own
    number); duplicates of one bib found by both passes are merged.
-5. Each read belongs to the face whose torso region holds it (nearest to the expected centre).
+5. Each read belongs to the face whose torso region holds it (nearest to the expected centre),
+   and is dropped when its numerals are much smaller than that face (a year or sponsor line
+   whose bib numerals were not read).
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ REGION_TOP, REGION_BOTTOM = 1.0, 3.9  # face heights below the face centre
 REGION_HALF_WIDTH = 1.9  # face heights either side of the face centre (bibs are ~2-3 faces wide)
 FACE_PX = 32  # torso regions are scaled so the face is this tall (numerals ~15-30 px)
 REC_HEIGHT = 48  # the recogniser's input height; crops are cut at this height
+MIN_FACE_PX = 10  # faces this small (too small to recognise) still place a torso region
+MAX_REGIONS = 40  # the largest faces' regions only, in crowds (the whole-photo pass sees the rest)
 MIN_TEXT_PX = 8  # in original pixels: anything smaller is unreadable
 MIN_SCORE = 0.80
 LINE_ASPECT = (0.3, 5.5)  # width / height of a line of 1-6 numerals; wider lines are words  # recogniser confidence for a read to count
-SMALLER_THAN_NEIGHBOUR = 0.6  # dropped when under this fraction of a taller digit line near it
+MIN_TEXT_OF_FACE = 0.25  # a bib's numerals are 0.5-0.8 face heights tall; a year line ~0.15
+SMALLER_THAN_NEIGHBOUR = 0.5  # dropped when under this fraction of a taller digit line near it
 DIGITS = re.compile(r"\d{1,6}")
 
 
@@ -79,13 +84,14 @@ def torso_region(face_box: Sequence[float], size: tuple[int, int]) -> tuple[int,
 
 
 def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader: TextReader, *,
-              whole_long_side: int = 512) -> list[BibRead]:
+              whole_long_side: int = 384) -> list[BibRead]:
     """The bib numbers on `image` (RGB, full resolution); `face_boxes` in its pixels.
 
     `whole_long_side` 0 skips the whole-photo pass (only runners with a visible face are read).
     """
-    regions, scales, offsets = [], [], []
-    for box in face_boxes:
+    regions, scales, offsets, inner_edges = [], [], [], []
+    largest = sorted(face_boxes, key=lambda b: b[3] - b[1], reverse=True)[:MAX_REGIONS]
+    for box in largest:
         region = torso_region(box, image.size)
         if region is None:
             continue
@@ -95,6 +101,8 @@ def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader:
         regions.append(np.asarray(image.crop(region).resize(size, Image.BILINEAR)))
         scales.append(scale)
         offsets.append(region[:2])
+        # sides that cut through the photo (not its border): a line touching one is cut off
+        inner_edges.append((region[0] > 0, region[1] > 0, region[2] < image.width, region[3] < image.height))
     whole_factor = 0.0
     if whole_long_side:
         whole_factor = min(whole_long_side / max(image.size), 1.0)
@@ -102,10 +110,13 @@ def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader:
         regions.append(np.asarray(image.resize(size, Image.BILINEAR, reducing_gap=2.0)))
         scales.append(whole_factor)
         offsets.append((0, 0))
+        inner_edges.append((False, False, False, False))
     lines: list[_Line] = []
     for k, found in enumerate(reader.detect(regions)):
         torso = not (whole_long_side and k == len(regions) - 1)
         for text in found:
+            if _touches(text.quad, regions[k].shape, inner_edges[k]):
+                continue  # part of a bib cut by this region; the owner's region or the whole pass has it
             quad = text.quad / scales[k] + np.asarray(offsets[k], np.float32)
             lines.append(_Line(quad, torso))
     lines = [line for line in _unique_lines(lines) if _could_be_numerals(line.quad)]
@@ -118,11 +129,12 @@ def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader:
                                  face=None, text_px=_height(line.quad)))
     reads = drop_small_numerals(reads)
     reads = merge_duplicates(reads)
-    return attach_to_faces(reads, face_boxes)
+    return drop_small_for_face(attach_to_faces(reads, face_boxes), face_boxes)
 
 
 def drop_small_numerals(reads: Sequence[BibRead]) -> list[BibRead]:
-    """Without digit lines much smaller than a taller one close by (on the same bib or runner)."""
+    """Without digit lines much smaller than a taller one on the same card: printed within a
+    line's height or so above or below it, and within its width."""
     kept = []
     for read in reads:
         cx, cy = read.centre
@@ -130,9 +142,9 @@ def drop_small_numerals(reads: Sequence[BibRead]) -> list[BibRead]:
         for other in reads:
             if other is read or other.text_px * SMALLER_THAN_NEIGHBOUR <= read.text_px:
                 continue
-            ox, oy = other.centre
-            reach = 4 * other.text_px  # about a bib's height and width around its numerals
-            if abs(cx - ox) <= reach and abs(cy - oy) <= reach:
+            x1, y1, x2, y2 = other.box
+            pad_x, pad_y = 0.1 * (x2 - x1), 1.2 * other.text_px
+            if x1 - pad_x <= cx <= x2 + pad_x and y1 - pad_y <= cy <= y2 + pad_y:
                 dominated = True
                 break
         if not dominated:
@@ -140,10 +152,16 @@ def drop_small_numerals(reads: Sequence[BibRead]) -> list[BibRead]:
     return kept
 
 
+def drop_small_for_face(reads: Sequence[BibRead], face_boxes: Sequence[Sequence[float]]) -> list[BibRead]:
+    """Without reads too small to be the numerals of the face they belong to."""
+    return [r for r in reads
+            if r.face is None or r.text_px >= MIN_TEXT_OF_FACE * (face_boxes[r.face][3] - face_boxes[r.face][1])]
+
+
 def merge_duplicates(reads: Sequence[BibRead]) -> list[BibRead]:
     """One read per bib: overlapping reads (both passes found it) keep the most confident."""
     kept: list[BibRead] = []
-    for read in sorted(reads, key=lambda r: -r.score):
+    for read in sorted(reads, key=lambda r: (-round(r.score, 2), -len(r.number))):
         if all(_iou(read.box, k.box) < 0.3 for k in kept):
             kept.append(read)
     return kept
@@ -196,6 +214,15 @@ def _rectified(image: Image.Image, quad: np.ndarray) -> np.ndarray:
     target = np.array([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]], np.float32)
     matrix = cv2.getPerspectiveTransform(local, target)
     return cv2.warpPerspective(patch, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _touches(quad: np.ndarray, shape: tuple[int, ...], inner: tuple[bool, bool, bool, bool],
+             margin: float = 2.0) -> bool:
+    x1, y1 = quad.min(axis=0)
+    x2, y2 = quad.max(axis=0)
+    h, w = shape[:2]
+    near = (x1 <= margin, y1 <= margin, x2 >= w - 1 - margin, y2 >= h - 1 - margin)
+    return any(n and i for n, i in zip(near, inner))
 
 
 def _could_be_numerals(quad: np.ndarray) -> bool:

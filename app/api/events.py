@@ -16,7 +16,8 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
     stats = event_service.event_stats(uow, event.id)
     return EventOut(
         id=event.id, name=event.name, slug=event.slug, starts_on=event.starts_on,
-        match_threshold=event.match_threshold, created_at=event.created_at,
+        match_threshold=event.match_threshold, bib_search_public=event.bib_search_public,
+        created_at=event.created_at,
         selfie_url=f"{public_base_url}/e/{event.slug}", stats=EventStatsOut(**stats.__dict__),
     )
 
@@ -24,7 +25,8 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
 @router.post("/events", status_code=201, response_model=EventOut)
 def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
-    event = event_service.create_event(uow, name=body.name, starts_on=body.starts_on, match_threshold=threshold)
+    event = event_service.create_event(uow, name=body.name, starts_on=body.starts_on, match_threshold=threshold,
+                                       bib_search_public=body.bib_search_public)
     return event_out(uow, event, settings.public_base_url)
 
 
@@ -36,5 +38,9 @@ def get_event(event_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -
 @router.patch("/events/{event_id}", response_model=EventOut)
 def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
     """Edit an event; a new `match_threshold` recomputes its matches before this returns."""
-    event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
+    changes = body.model_dump(exclude_unset=True)
+    bib_search_public = changes.pop("bib_search_public", None)
+    event = matching_service.update_event(uow, event_id, **changes)
+    if bib_search_public is not None:
+        event.bib_search_public = bib_search_public
     return event_out(uow, event, settings.public_base_url)

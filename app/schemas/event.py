@@ -9,12 +9,14 @@ class EventCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     starts_on: date | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    bib_search_public: bool = False  # runners may find photos by bib number on the event's page
 
 
 class EventUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     starts_on: date | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    bib_search_public: bool | None = None
 
 
 class EventStatsOut(BaseModel):
@@ -38,6 +40,7 @@ class EventOut(BaseModel):
     slug: str
     starts_on: date | None
     match_threshold: float
+    bib_search_public: bool
     created_at: datetime
     selfie_url: str
     stats: EventStatsOut

@@ -25,7 +25,7 @@ class RunnerOut(BaseModel):
     id: str
     event_id: str
     name: str
-    email: str
+    email: str | None  # null: a start-list runner imported without one
     bib: str | None
     created_at: datetime
     matches: int
@@ -34,8 +34,21 @@ class RunnerOut(BaseModel):
 
 class MatchOut(BaseModel):
     photo_id: str
-    face_id: str
-    similarity: float
+    face_id: str | None  # null: found by the bib alone, the runner's face not seen
+    similarity: float | None  # cosine to the runner's face; null when no face was compared
+    source: str  # "face", "bib" or "face+bib"
+
+
+class StartListRejectedOut(BaseModel):
+    line: int  # 1-based line of the CSV file (the header is line 1)
+    code: str
+    detail: str
+
+
+class StartListOut(BaseModel):
+    created: int
+    updated: int
+    rejected: list[StartListRejectedOut]
 
 
 class MatchList(BaseModel):

@@ -39,9 +39,11 @@ def slugify(name: str) -> str:
 
 
 def create_event(
-    uow: UnitOfWork, *, name: str, starts_on: date | None, match_threshold: float
+    uow: UnitOfWork, *, name: str, starts_on: date | None, match_threshold: float,
+    bib_search_public: bool = False,
 ) -> Event:
-    event = Event(name=name, slug=slugify(name), starts_on=starts_on, match_threshold=match_threshold)
+    event = Event(name=name, slug=slugify(name), starts_on=starts_on, match_threshold=match_threshold,
+                  bib_search_public=bib_search_public)
     uow.session.add(event)
     uow.session.flush()
     return event

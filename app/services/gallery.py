@@ -44,7 +44,7 @@ def matched_photos(uow: UnitOfWork, runner: Runner) -> list[Photo]:
     """The runner's photos, best match first."""
     return list(uow.session.scalars(
         select(Photo).join(Match, Match.photo_id == Photo.id)
-        .where(Match.runner_id == runner.id).order_by(Match.similarity.desc(), Photo.id)
+        .where(Match.runner_id == runner.id).order_by(Match.similarity.desc().nulls_last(), Photo.id)
     ))
 
 

@@ -18,6 +18,7 @@ from app.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import matching
+from app.services import start_list
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image
 from models.pipeline import FaceResult, analyse_images
@@ -80,10 +81,16 @@ def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes,
         raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
     event_service.get_event(uow, event_id)
     face = analyse_selfie(selfie, backend, settings)
-    runner = Runner(event_id=event_id, name=form.name, email=str(form.email), bib=form.bib,
-                    consent_at=utcnow(), embedding=face.embedding.astype("float32").tobytes(),
-                    model_id=backend.model_id)
-    uow.session.add(runner)
+    embedding = face.embedding.astype("float32").tobytes()
+    # a runner from the organiser's start list completes their entry (same e-mail or bib)
+    runner = start_list.claim_for_selfie(uow, event_id, email=str(form.email), bib=form.bib)
+    if runner is None:
+        runner = Runner(event_id=event_id, name=form.name, email=str(form.email), bib=form.bib)
+        uow.session.add(runner)
+    else:
+        runner.name, runner.email, runner.bib = form.name, str(form.email), form.bib or runner.bib
+        runner.matched_at = None
+    runner.consent_at, runner.embedding, runner.model_id = utcnow(), embedding, backend.model_id
     uow.session.flush()
     uow.send_task(MATCH_RUNNER, runner.id)
     return runner
@@ -104,7 +111,8 @@ def list_matches(uow: UnitOfWork, runner_id: str) -> list[Match]:
     """The runner's matches, best first."""
     get_runner(uow, runner_id)
     return list(uow.session.scalars(
-        select(Match).where(Match.runner_id == runner_id).order_by(Match.similarity.desc(), Match.id)
+        select(Match).where(Match.runner_id == runner_id)
+        .order_by(Match.similarity.desc().nulls_last(), Match.id)
     ))
 
 
