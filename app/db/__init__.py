@@ -7,10 +7,12 @@ from app.db.delivery import DeliveredPhoto, Delivery
 from app.db.event import Event
 from app.db.face import Face
 from app.db.match import Match, MatchRejection, MatchSource
+from app.db.organisation import Organisation
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
+from app.db.user import User
 
 __all__ = [
-    "ApiKey", "Base", "BibRead", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection", "MatchSource",
-    "Photo", "PhotoStatus", "Runner", "new_id", "utcnow",
+    "ApiKey", "Base", "BibRead", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
+    "MatchSource", "Organisation", "Photo", "PhotoStatus", "Runner", "User", "new_id", "utcnow",
 ]

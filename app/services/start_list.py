@@ -12,8 +12,9 @@ rows and lists every bad one in `rejected` with its line (the header is line 1) 
 `duplicate_bib`, `duplicate_email` (repeated within the file) and `email_taken` (the e-mail
 belongs to the event's runner with another bib). The whole import is one transaction.
 
-A start-list runner who later enrols with a selfie is the same runner: same e-mail, or same bib
-when the start-list row had no e-mail (`claim_for_selfie`). A bib never moves a runner with
+A start-list runner who later enrols with a selfie is the same runner: same e-mail (the ordinary
+re-enrolment of runners.enrol), or same bib when the start-list row had no e-mail
+(`claim_for_selfie`). A bib never moves a runner with
 another e-mail on file: knowing someone's number must not hand you their gallery.
 """
 
@@ -182,19 +183,12 @@ def import_start_list(uow: UnitOfWork, event_id: str, data: bytes) -> ImportResu
     return result
 
 
-def claim_for_selfie(uow: UnitOfWork, event_id: str, *, email: str, bib: str | None) -> Runner | None:
-    """The start-list runner a selfie enrolment completes: same e-mail, or same bib when that
-    runner has no e-mail on file. None: enrol a new runner."""
-    session = uow.session
-    same_email = session.scalars(
-        select(Runner).where(Runner.event_id == event_id, Runner.from_start_list.is_(True),
-                             func.lower(Runner.email) == email.lower())
-    ).first()
-    if same_email is not None:
-        return same_email
+def claim_for_selfie(uow: UnitOfWork, event_id: str, *, bib: str | None) -> Runner | None:
+    """The start-list runner a selfie with this bib completes: one imported without an e-mail
+    (a runner with an e-mail is found by it, see runners.enrol). None: nobody."""
     if not bib:
         return None
-    return session.scalars(
+    return uow.session.scalars(
         select(Runner).where(Runner.event_id == event_id, Runner.from_start_list.is_(True),
                              Runner.bib == bib, Runner.email.is_(None))
     ).first()
