@@ -13,6 +13,7 @@ Images are RGB uint8 arrays, like the face backends; PP-OCR was trained on BGR, 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -69,9 +70,10 @@ class _Config(dict):
 class PpOcrReader:
     model_id = "ppocrv6-small"
 
-    def __init__(self, *, device: str = "cpu", threads: int = 1) -> None:
+    def __init__(self, *, device: str = "cpu", threads: int = 1, weights_root: Path | None = None) -> None:
         self.device = device
         self.threads = threads
+        self.weights_root = weights_root  # tests: a folder laid out like the package
         self._det = None
         self._rec = None
         self._lock = threading.Lock()
@@ -84,8 +86,8 @@ class PpOcrReader:
             from rapidocr.ch_ppocr_rec import TextRecognizer
             from rapidocr.utils.typings import EngineType, LangRec, ModelType, OCRVersion, TaskType
 
-            det_session = self._session(verified_path(PPOCR_DET))
-            rec_session = self._session(verified_path(PPOCR_REC))
+            det_session = self._session(verified_path(PPOCR_DET, root=self.weights_root))
+            rec_session = self._session(verified_path(PPOCR_REC, root=self.weights_root))
             if "character" not in rec_session.get_modelmeta().custom_metadata_map:
                 raise WeightsError(f"{PPOCR_REC.relpath} has no character list; rapidocr would download one")
             common = {"engine_type": EngineType.ONNXRUNTIME, "lang_type": LangRec("ch"),

@@ -17,9 +17,10 @@ when any of the photos has a bib read, and `assign` alone decides the others):
    the number was read there, so its runner is most likely next to S.
 4. Faces without a read bib match as before (`matching.assign`): each face its most similar
    runner at or above the threshold; "face".
-5. One match per runner and photo: face+bib before bib before face, then the higher similarity;
-   a read without a face (whole-photo pass) gives a bib-only match (face_id and similarity null)
-   to a runner not otherwise in the photo. A "not me" (MatchRejection) removes the runner from
+5. One match per runner and photo: face+bib, then a bib on a face, then a face alone, then a bib
+   alone; then the higher similarity. A read without a face (whole-photo pass) gives a bib-only
+   match (face_id and similarity null) to a runner not otherwise in the photo, and turns a face
+   match of the same runner in that photo into "face+bib". A "not me" (MatchRejection) removes the runner from
    that photo whatever the source.
 6. Across photos (`linked_faces`): a runner with a bib but no selfie (a start-list runner) is
    linked to the face that carried their bib, the largest such face of the event; that face's
@@ -78,7 +79,7 @@ class Wanted:
 # (photo_id, face_id or None, runner_id) -> what the match should be
 WantedMatches = dict[tuple[str, str | None, str], Wanted]
 
-_RANK = {MatchSource.FACE_BIB: 0, MatchSource.BIB: 1, MatchSource.FACE: 2}
+_RANK = {MatchSource.FACE_BIB: 0, MatchSource.BIB: 1, MatchSource.FACE: 2}  # +2 without a face
 
 
 def resolve(candidates: Iterable[Candidate], reads: Iterable[Read], *, runner_of_bib: dict[str, str],
@@ -151,9 +152,13 @@ def resolve(candidates: Iterable[Candidate], reads: Iterable[Read], *, runner_of
 def _one_per_runner_and_photo(proposals: Sequence[tuple[str, str | None, str, float | None, str]]) -> WantedMatches:
     def priority(p: tuple[str, str | None, str, float | None, str]) -> tuple:
         photo_id, face_id, runner_id, sim, source = p
-        # with a face before without; then the better similarity; ids break ties deterministically
-        return (_RANK[source], face_id is None, -(sim if sim is not None else -1.0), face_id or "")
+        # face+bib, then a bib on a face, then a face alone, then a bib alone; the better
+        # similarity first; ids break ties so the outcome never depends on input order
+        rank = _RANK[source] + (2 if face_id is None else 0)
+        return (rank, -(sim if sim is not None else -1.0), face_id or "", runner_id)
 
+    bib_seen = {(runner_id, photo_id) for photo_id, face_id, runner_id, _, source in proposals
+                if face_id is None and source == MatchSource.BIB}
     wanted: WantedMatches = {}
     taken_slots: set[tuple[str, str]] = set()
     taken_faces: set[str] = set()
@@ -164,6 +169,8 @@ def _one_per_runner_and_photo(proposals: Sequence[tuple[str, str | None, str, fl
         taken_slots.add((runner_id, photo_id))
         if face_id is not None:
             taken_faces.add(face_id)
+        if source == MatchSource.FACE and (runner_id, photo_id) in bib_seen:
+            source = MatchSource.FACE_BIB  # their face here, and their number read in the photo
         wanted[(photo_id, face_id, runner_id)] = Wanted(sim, source)
     return wanted
 
