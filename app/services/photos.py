@@ -39,6 +39,16 @@ def bib_reads_of(uow: UnitOfWork, photo_ids: list[str]) -> dict[str, list[BibRea
     return reads
 
 
+def photo_with_bib(uow: UnitOfWork, event_id: str, number: str, photo_id: str) -> Photo:
+    """The event's processed photo on which `number` was read (404 otherwise: never say which)."""
+    photo = uow.session.scalar(
+        select(Photo).where(Photo.id == photo_id, Photo.event_id == event_id, Photo.status == PhotoStatus.done.value,
+                            Photo.id.in_(select(BibRead.photo_id).where(BibRead.number == number))))
+    if photo is None:
+        raise NotFound("No such image.", code="image_not_found")
+    return photo
+
+
 def list_photos(
     uow: UnitOfWork, event_id: str, *, status: str | None, limit: int, cursor: str | None,
     bib: str | None = None,

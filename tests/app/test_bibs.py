@@ -199,3 +199,23 @@ def test_bibs_are_read_searched_and_find_start_list_runners(world):
     assert cy_selfie.json()["id"] == runners["377"]["id"]
     # his face matches on c.jpg and his number was read there (on no face): both sources
     assert {(names[m["photo_id"]], m["source"]) for m in world.matches(runners["377"]["id"])} == {("c.jpg", "face+bib")}
+
+    # the runner page: "find my photos by bib" only where the organiser allows it
+    slug = event["slug"]
+    assert 'id="bib-search"' not in world.client.get(f"/e/{slug}").text
+    assert world.client.get(f"/e/{slug}/bib?number=4821").status_code == 404
+    assert world.client.get(f"/e/{slug}/bib/4821/photos/{ids['a.jpg']}/thumb").status_code == 404
+    patched = world.client.patch(f"/api/v1/events/{event['id']}", json={"bib_search_public": True})
+    assert patched.status_code == 200 and patched.json()["bib_search_public"] is True
+    assert 'id="bib-search"' in world.client.get(f"/e/{slug}").text
+    found = world.client.get(f"/e/{slug}/bib?number=4821")
+    assert found.status_code == 200 and found.text.count('class="photo"') == 1 and ids["a.jpg"] in found.text
+    for private in ("John", "john.bolton", "Cy", runners["4821"]["id"]):  # photos only, no runner's data
+        assert private not in found.text
+    thumb = world.client.get(f"/e/{slug}/bib/4821/photos/{ids['a.jpg']}/thumb")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert world.client.get(f"/e/{slug}/bib/4821/photos/{ids['b.jpg']}/preview").status_code == 404  # not read there
+    assert world.client.get(f"/e/{slug}/bib/4821/photos/{ids['a.jpg']}/exif").status_code == 404
+    nothing = world.client.get(f"/e/{slug}/bib?number=9999")
+    assert nothing.status_code == 200 and 'class="photo"' not in nothing.text
+    assert world.client.get(f"/e/{slug}/bib?number=abc").status_code == 422
