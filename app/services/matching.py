@@ -165,7 +165,7 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
     if evidence.reads:
         wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
                                       bib_of_runner=evidence.bib_of_runner, threshold=event.match_threshold,
-                                      rejected=rejected)
+                                      rejected={(p, r) for p, r in rejected})
     _write_difference(uow, event.id, photo_ids, wanted)
 
 
