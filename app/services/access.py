@@ -65,12 +65,18 @@ def _may_use_event(caller: Caller, event_id: str) -> bool:
     return caller.is_organiser or not caller.event_ids or event_id in caller.event_ids
 
 
+def _one(uow: UnitOfWork, readable: Select, model, row_id: str, what: str):
+    """The row of `readable` with this id; NotFound (`<what>_not_found`) when the caller cannot see it."""
+    row = uow.session.scalar(readable.where(model.id == row_id))
+    if row is None:
+        raise NotFound(f"No {what} with id {row_id!r}.", code=f"{what}_not_found")
+    return row
+
+
 def get_event(uow: UnitOfWork, caller: Caller, event_id: str) -> Event:
     """The event, if it is the caller's organisation's (404) and, for a partner, one of its events (403)."""
     # organisation first, the partner's list second: outside the organisation is 404, inside 403
-    event = uow.session.scalar(_organisation_events(caller).where(Event.id == event_id))
-    if event is None:
-        raise NotFound(f"No event with id {event_id!r}.", code="event_not_found")
+    event = _one(uow, _organisation_events(caller), Event, event_id, "event")
     if not _may_use_event(caller, event.id):
         raise Forbidden(FORBIDDEN)
     return event
@@ -79,17 +85,12 @@ def get_event(uow: UnitOfWork, caller: Caller, event_id: str) -> Event:
 def get_photo(uow: UnitOfWork, caller: Caller, photo_id: str) -> Photo:
     """Photos are the organiser's alone."""
     require_organiser(caller)
-    photo = uow.session.scalar(readable_photos(caller).where(Photo.id == photo_id))
-    if photo is None:
-        raise NotFound(f"No photo with id {photo_id!r}.", code="photo_not_found")
-    return photo
+    return _one(uow, readable_photos(caller), Photo, photo_id, "photo")
 
 
 def get_runner(uow: UnitOfWork, caller: Caller, runner_id: str) -> Runner:
     """The runner, if in the caller's organisation (404) and, for a partner, enrolled by this key (403)."""
-    runner = uow.session.scalar(_organisation_runners(caller).where(Runner.id == runner_id))
-    if runner is None:
-        raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")
+    runner = _one(uow, _organisation_runners(caller), Runner, runner_id, "runner")
     if not caller.is_organiser and (runner.enrolled_by_key_id != caller.key_id
                                     or not _may_use_event(caller, runner.event_id)):
         raise Forbidden(FORBIDDEN)
@@ -98,7 +99,4 @@ def get_runner(uow: UnitOfWork, caller: Caller, runner_id: str) -> Runner:
 
 def get_key(uow: UnitOfWork, caller: Caller, key_id: str) -> ApiKey:
     require_organiser(caller)
-    key = uow.session.scalar(readable_keys(caller).where(ApiKey.id == key_id))
-    if key is None:
-        raise NotFound(f"No key with id {key_id!r}.", code="key_not_found")
-    return key
+    return _one(uow, readable_keys(caller), ApiKey, key_id, "key")
