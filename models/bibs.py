@@ -48,6 +48,13 @@ SMALLER_THAN_NEIGHBOUR = 0.5  # dropped when under this fraction of a taller dig
 DIGITS = re.compile(r"\d{1,6}")
 
 
+def canonical_bib(text: str) -> str:
+    """One spelling per bib number, for reads, start lists, selfie forms and searches alike:
+    no spaces, no leading zeros ("0582" and "582" are one runner); other text unchanged."""
+    compact = "".join(text.split())
+    return (compact.lstrip("0") or "0") if compact.isdigit() else compact
+
+
 @dataclass(frozen=True)
 class BibRead:
     """One bib number read on a photo, in its ORIGINAL pixels (after EXIF orientation)."""
@@ -123,8 +130,9 @@ def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader:
     crops = [_rectified(image, line.quad) for line in lines]
     reads = []
     for line, (text, score) in zip(lines, reader.recognise(crops)):
-        number = text.replace(" ", "")
+        number = "".join(text.split())
         if score >= MIN_SCORE and DIGITS.fullmatch(number):
+            number = canonical_bib(number)
             reads.append(BibRead(number=number, box=_bounds(line.quad, image.size), score=score,
                                  face=None, text_px=_height(line.quad)))
     reads = drop_small_numerals(reads)

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from models.bibs import canonical_bib
+
 
 class RunnerCreate(BaseModel):
     """The enrolment form's text fields (the selfie travels beside them as a file)."""
@@ -22,6 +24,11 @@ class RunnerCreate(BaseModel):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("bib")
+    @classmethod
+    def _one_spelling(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_bib(value)  # "0582" is bib 582, as read on photos
 
 
 class RunnerOut(BaseModel):

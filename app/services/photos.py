@@ -11,6 +11,7 @@ from app.db import BibRead, Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
 from app.errors import NotFound
 from app.storage import PhotoStore
+from models.bibs import canonical_bib
 from worker.dispatch import PROCESS_PHOTO
 
 
@@ -43,7 +44,7 @@ def photo_with_bib(uow: UnitOfWork, event_id: str, number: str, photo_id: str) -
     """The event's processed photo on which `number` was read (404 otherwise: never say which)."""
     photo = uow.session.scalar(
         select(Photo).where(Photo.id == photo_id, Photo.event_id == event_id, Photo.status == PhotoStatus.done.value,
-                            Photo.id.in_(select(BibRead.photo_id).where(BibRead.number == number))))
+                            Photo.id.in_(select(BibRead.photo_id).where(BibRead.number == canonical_bib(number)))))
     if photo is None:
         raise NotFound("No such image.", code="image_not_found")
     return photo
@@ -59,7 +60,7 @@ def list_photos(
         query = query.where(Photo.status == status)
     if bib is not None:
         query = query.where(Photo.id.in_(
-            select(BibRead.photo_id).where(BibRead.event_id == event_id, BibRead.number == bib)))
+            select(BibRead.photo_id).where(BibRead.event_id == event_id, BibRead.number == canonical_bib(bib))))
     if cursor:
         query = query.where(Photo.id > cursor)
     photos = list(uow.session.scalars(query))

@@ -32,6 +32,7 @@ from app.db import Runner, utcnow
 from app.db.session import UnitOfWork
 from app.errors import PayloadTooLarge, Unprocessable
 from app.services import events as event_service
+from models.bibs import canonical_bib
 from worker.dispatch import MATCH_RUNNER
 
 MAX_BYTES = 10 * 2**20  # ~200k rows of bib,name,email
@@ -127,6 +128,7 @@ def _check(fields: list[str], header: list[str], index: dict[str, int], seen_bib
             email = validate_email(email, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             return Rejected(line, "invalid_email", f"{email!r} is not an e-mail address: {exc}")
+    bib = canonical_bib(bib)  # "0582" is 582, as the reader stores it
     if bib in seen_bibs:
         return Rejected(line, "duplicate_bib", f"Bib {bib} is already on line {seen_bibs[bib]}.")
     if email and email.lower() in seen_emails:

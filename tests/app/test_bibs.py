@@ -48,7 +48,7 @@ def test_a_start_list_creates_and_updates_runners_by_bib_and_rejects_bad_rows(wo
     second = upload_csv(world, event["id"], (
         "Email;BIB;Name\n"
         "bob@example.com;202;Bob Stone\n"      # line 2: updates 202 by bib
-        ";404;Dee\n"                           # line 3: new
+        ";0404;Dee\n"                          # line 3: new (bib 404: leading zeros dropped)
         "x@example.com;;Nobody\n"              # line 4: missing_bib
         "y@example.com;12a;Eve\n"              # line 5: invalid_bib
         "not-an-address;505;Fay\n"             # line 6: invalid_email
@@ -168,6 +168,7 @@ def test_bibs_are_read_searched_and_find_start_list_runners(world):
         return {p["filename"] for p in response.json()["items"]}
 
     assert search("4821") == {"a.jpg"} and search("377") == {"c.jpg"} and search("95") == {"a.jpg"}
+    assert search("0377") == {"c.jpg"}  # leading zeros are one spelling of the number
     assert search("9999") == set() and search("482") == set()
     assert world.client.get(f"/api/v1/events/{event['id']}/photos?bib=12ab").status_code == 422
 

@@ -167,3 +167,8 @@ def test_only_confident_digit_lines_of_one_to_six_digits_are_bibs() -> None:
                        (("1234567", 0.99), False), (("1234", 0.5), False), (("", 0.99), False)]:
         reads = bibs.read_bibs(photo, [], ScriptedReader([text]), whole_long_side=400)
         assert bool(reads) == kept, text
+
+
+def test_one_spelling_per_bib_number() -> None:
+    assert [bibs.canonical_bib(t) for t in ("0582", "582", " 5 82 ", "000", "A12", "")] == [
+        "582", "582", "582", "0", "A12", ""]
