@@ -137,9 +137,8 @@ def bib_cost(folder: Path, megapixels: float, repeat: int) -> None:
         for data in photos:
             w0, c0 = time.perf_counter(), time.process_time()
             image = decode_image(data, max_pixels=MAX_PIXELS)
-            found = detect_faces([image], backend, detect_long_side=DETECT_LONG_SIDE, min_face_px=bibs.MIN_FACE_PX)
-            kept = [[d for d in found[0] if min(d.width, d.height) >= 24]]
-            embed_faces([image], kept, backend)
+            found = detect_faces([image], backend, detect_long_side=DETECT_LONG_SIDE)
+            embed_faces([image], found, backend)
             w1, c1 = time.perf_counter(), time.process_time()
             bibs.read_bibs(image, [d.box for d in found[0]], reader)
             w2, c2 = time.perf_counter(), time.process_time()

@@ -38,7 +38,6 @@ REGION_TOP, REGION_BOTTOM = 1.0, 3.9  # face heights below the face centre
 REGION_HALF_WIDTH = 1.9  # face heights either side of the face centre (bibs are ~2-3 faces wide)
 FACE_PX = 32  # torso regions are scaled so the face is this tall (numerals ~15-30 px)
 REC_HEIGHT = 48  # the recogniser's input height; crops are cut at this height
-MIN_FACE_PX = 10  # faces this small (too small to recognise) still place a torso region
 MAX_REGIONS = 40  # the largest faces' regions only, in crowds (the whole-photo pass sees the rest)
 MIN_TEXT_PX = 8  # in original pixels: anything smaller is unreadable
 MIN_SCORE = 0.80

@@ -24,7 +24,7 @@ from app.storage import PhotoStore
 from models import bibs
 from models.bib_reader import TextReader
 from models.image import ImageDecodeError, decode_image, render_jpeg
-from models.pipeline import FaceResult, detect_faces, embed_faces
+from models.pipeline import FaceResult, analyse_images
 from models.types import FaceBackend
 
 log = logging.getLogger(__name__)
@@ -63,23 +63,22 @@ def face_rows(photo_id: str, event_id: str, model_id: str, results: list[FaceRes
 
 def bib_rows(photo_id: str, event_id: str, model_id: str, reads: list[bibs.BibRead],
              faces: list[Face]) -> list[BibRead]:
-    """Rows for the reads; `faces` are the photo's face rows in the order the reader saw them
-    (reads on the torso of a face too small to store have no face)."""
+    """Rows for the reads; `faces` are the photo's face rows in the order the reader saw them."""
     return [
         BibRead(photo_id=photo_id, event_id=event_id, model_id=model_id, number=r.number,
-                face_id=faces[r.face].id if r.face is not None and r.face < len(faces) else None,
+                face_id=None if r.face is None else faces[r.face].id,
                 x1=r.box[0], y1=r.box[1], x2=r.box[2], y2=r.box[3], score=r.score, text_px=r.text_px)
         for r in reads
     ]
 
 
 def _read_bibs(ctx: ProcessingContext, photo_id: str, image: Image.Image,
-               face_boxes: list[tuple[float, float, float, float]]) -> list[bibs.BibRead]:
-    """The photo's bibs; `face_boxes` starts with the stored faces (a read's `face` indexes them)."""
+               faces: list[FaceResult]) -> list[bibs.BibRead]:
+    """The photo's bibs, after its faces: a torso region under each (a read's `face` indexes them)."""
     if ctx.bib_reader is None:
         return []
     try:
-        return bibs.read_bibs(image, face_boxes, ctx.bib_reader,
+        return bibs.read_bibs(image, [f.box for f in faces], ctx.bib_reader,
                               whole_long_side=ctx.settings.bib_whole_long_side)
     except Exception:  # a reader fault must not lose the photo's faces; it is logged loudly
         log.exception("reading bibs failed on photo %s; it keeps its faces, no bibs", photo_id)
@@ -107,18 +106,13 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
             outcomes[photo_id] = "failed"
 
     ids = list(images)
-    batch = [images[i] for i in ids]
-    # Faces too small to recognise still show where a bib is: detect down to the bib stage's
-    # minimum, embed and store only the recognisable ones.
-    smallest = min(settings.min_face_px, bibs.MIN_FACE_PX) if ctx.bib_reader is not None else settings.min_face_px
-    found = detect_faces(batch, ctx.backend, detect_long_side=settings.detect_long_side, min_face_px=smallest)
-    kept = [[d for d in f if min(d.width, d.height) >= settings.min_face_px] for f in found]
-    results = embed_faces(batch, kept, ctx.backend)
-    for photo_id, faces, all_found in zip(ids, results, found):
+    results = analyse_images([images[i] for i in ids], ctx.backend,
+                             detect_long_side=settings.detect_long_side,
+                             min_face_px=settings.min_face_px)
+    for photo_id, faces in zip(ids, results):
         image = images.pop(photo_id)
         event_id = claimed[photo_id][1]
-        small = [d.box for d in all_found if min(d.width, d.height) < settings.min_face_px]
-        reads = _read_bibs(ctx, photo_id, image, [f.box for f in faces] + small)
+        reads = _read_bibs(ctx, photo_id, image, faces)
         preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
         thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
         ctx.store.put_bytes(preview_key, render_jpeg(image, PREVIEW_LONG_SIDE))

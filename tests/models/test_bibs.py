@@ -27,7 +27,7 @@ def reader() -> PpOcrReader:
 
 
 def read(photo, backend, reader):
-    faces = detect_faces([photo], backend, min_face_px=bibs.MIN_FACE_PX)[0]
+    faces = detect_faces([photo], backend)[0]
     return faces, bibs.read_bibs(photo, [f.box for f in faces], reader)
 
 
