@@ -22,3 +22,6 @@ class Event(IdMixin, Base):
     # will not let anyone who knows a number see that runner's photos)
     bib_search_public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The newest photo id when `event.processed` was last emitted: it is emitted again only once
+    # newer photos have all finished (app/services/webhooks.py).
+    processed_through: Mapped[str | None] = mapped_column(String(32))

@@ -29,6 +29,7 @@ from app.db import Event, Face, Match, MatchRejection, MatchSource, Photo, Photo
 from app.db.session import UnitOfWork
 from app.services import bib_matching
 from app.services import events as event_service
+from app.services import webhooks
 from worker.dispatch import MATCH_RUNNER
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
@@ -200,12 +201,13 @@ def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
     kept = {(m.photo_id, m.face_id, m.runner_id) for m in current if same(m)}
     if stale:  # deletes go first, so a face or slot that changes hands never breaks a unique key
         session.execute(delete(Match).where(Match.id.in_(stale)).execution_options(synchronize_session=False))
-    session.add_all(
-        Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id,
-              similarity=w.similarity, source=w.source)
-        for (photo_id, face_id, runner_id), w in wanted.items() if (photo_id, face_id, runner_id) not in kept
-    )
+    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id,
+                   similarity=w.similarity, source=w.source)
+             for (photo_id, face_id, runner_id), w in wanted.items() if (photo_id, face_id, runner_id) not in kept]
+    session.add_all(added)
     session.flush()
+    gone = set(stale)
+    webhooks.runners_matched(uow, {m.runner_id for m in current if m.id in gone} | {m.runner_id for m in added})
 
 
 def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
@@ -231,6 +233,7 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     event = lock_event(uow, runner.event_id)
     _rematch_runner_photos(uow, event, runner_id)
     runner.matched_at = utcnow()
+    webhooks.runners_matched(uow, [runner_id])  # their matching finished, changed or not
     return len(uow.session.scalars(select(Match.id).where(Match.runner_id == runner_id)).all())
 
 
