@@ -93,8 +93,8 @@ def delete_runner(runner_id: str, uow: UoW, store: StoreDep, caller: CallerDep) 
 
 @router.post("/events/{event_id}/start-list", response_model=StartListOut,
              summary="Import a start list: runners by bib, without a selfie",
-             responses=api_errors("event_not_found", "validation_error", "malformed_csv", "missing_bib_column",
-                                  "file_too_large", "too_many_rows"))
+             responses=api_errors("event_not_found", "malformed_body", "validation_error", "malformed_csv",
+                                  "missing_bib_column", "file_too_large", "too_many_rows"))
 def import_start_list(event_id: str, file: Annotated[UploadFile, File(description=(
         "CSV (UTF-8, comma or semicolon) with a header row holding `bib` and optionally `name`, `email`"))],
         uow: UoW, caller: CallerDep) -> StartListOut:

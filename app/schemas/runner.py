@@ -97,6 +97,10 @@ class StartListRejectedOut(BaseModel):
 
 
 class StartListOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "created": 412, "updated": 3,
+        "rejected": [{"line": 17, "code": "invalid_bib", "detail": "Bib '12a' is not 1 to 6 digits."}]}]})
+
     created: int
     updated: int
     rejected: list[StartListRejectedOut] = Field(description="Rows not imported, with the reason; the others were")
