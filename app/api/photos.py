@@ -131,4 +131,4 @@ def retry_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
     """Queue a `failed` photo for processing again, with a fresh set of attempts (organisers)."""
     access.require_organiser(caller)
     photo = photo_service.retry_photo(uow, access.get_photo(uow, caller, photo_id))
-    return photo_out(photo, [])
+    return photo_out(photo, [], [])  # a failed photo has no faces and no bibs
