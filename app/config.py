@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, validation_alias=_env("FINISHLINE_EMBED_BATCH_SIZE"))
     # photos per worker task: 1 suits CPU workers; ~8 lets a GPU worker batch across photos
     photos_per_task: int = Field(1, ge=1, le=64, validation_alias=_env("FINISHLINE_PHOTOS_PER_TASK"))
+    # bib numbers (models/bibs.py): read them on every photo; the whole-photo pass (for runners
+    # whose face is not seen) runs on a copy this long (0: torso regions below faces only)
+    read_bibs: bool = Field(True, validation_alias=_env("FINISHLINE_READ_BIBS"))
+    bib_whole_long_side: int = Field(384, ge=0, le=4096, validation_alias=_env("FINISHLINE_BIB_WHOLE_LONG_SIDE"))
     max_file_bytes: int = Field(60 * 2**20, validation_alias=_env("FINISHLINE_MAX_FILE_BYTES"))
     max_request_bytes: int = Field(4 * 2**30, validation_alias=_env("FINISHLINE_MAX_REQUEST_BYTES"))
     max_image_pixels: int = Field(120_000_000, validation_alias=_env("FINISHLINE_MAX_IMAGE_PIXELS"))

@@ -16,7 +16,7 @@ from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import FORM_OVERHEAD_BYTES, BodySizeLimit
-from app.pages import api_docs, gallery, selfie, unsubscribe
+from app.pages import api_docs, bib_search, gallery, selfie, unsubscribe
 from app.pages.templating import STATIC_DIR
 from app.storage import make_store
 from worker.celery_app import create_celery
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(photos.router, prefix=API_PREFIX)
     app.include_router(runners.router, prefix=API_PREFIX)
     app.include_router(selfie.router)
+    app.include_router(bib_search.router)
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)

@@ -40,7 +40,8 @@ def _sender(task) -> CelerySender:
 def process_photo_task(self, photo_ids: str | list[str]) -> dict[str, str]:
     ids = [photo_ids] if isinstance(photo_ids, str) else list(photo_ids)
     ctx = get_context(self.app.finishline_settings)
-    processing = ProcessingContext(ctx.settings, ctx.make_session, ctx.store, ctx.backend, _sender(self))
+    processing = ProcessingContext(ctx.settings, ctx.make_session, ctx.store, ctx.backend, _sender(self),
+                                   bib_reader=ctx.bib_reader)
     outcomes = process_photos(processing, ids, task_id=self.request.id or "eager")
     log.info("processed %s", outcomes)
     return outcomes

@@ -23,7 +23,8 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
         id=event.id, name=event.name, slug=event.slug, starts_on=event.starts_on,
         match_threshold=event.match_threshold, retention_days=event.retention_days,
         biometrics_expire_at=privacy.biometrics_expire_at(event),
-        biometrics_purged_at=event.biometrics_purged_at, created_at=event.created_at,
+        biometrics_purged_at=event.biometrics_purged_at, bib_search_public=event.bib_search_public,
+        created_at=event.created_at,
         selfie_url=f"{public_base_url}/e/{event.slug}", stats=EventStatsOut(**stats.__dict__),
     )
 
@@ -35,7 +36,8 @@ def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: Cal
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
     event = event_service.create_event(uow, organisation_id=caller.organisation_id, name=body.name,
                                        starts_on=body.starts_on, match_threshold=threshold,
-                                       retention_days=body.retention_days or settings.retention_days)
+                                       retention_days=body.retention_days or settings.retention_days,
+                                       bib_search_public=body.bib_search_public)
     return event_out(uow, event, settings.public_base_url)
 
 
@@ -62,7 +64,11 @@ def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsD
     """Edit an event; a new `match_threshold` recomputes its matches before this returns."""
     access.require_organiser(caller)
     access.get_event(uow, caller, event_id)
-    event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
+    changes = body.model_dump(exclude_unset=True)
+    bib_search_public = changes.pop("bib_search_public", None)
+    event = matching_service.update_event(uow, event_id, **changes)
+    if bib_search_public is not None:
+        event.bib_search_public = bib_search_public
     return event_out(uow, event, settings.public_base_url)
 
 

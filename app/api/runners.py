@@ -10,11 +10,14 @@ from app.config import Settings
 from app.db import Runner
 from app.db.session import UnitOfWork
 from app.face_backend import load_face_backend
-from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut, RunnerPage
+from app.schemas.runner import (
+    MatchList, MatchOut, RunnerCreate, RunnerOut, RunnerPage, StartListOut, StartListRejectedOut,
+)
 from app.services import access
 from app.services import gallery as gallery_service
 from app.services import privacy
 from app.services import runners as runner_service
+from app.services import start_list
 
 router = APIRouter(tags=["runners"])
 
@@ -79,8 +82,8 @@ def list_matches(runner_id: str, uow: UoW, caller: CallerDep, limit: Annotated[i
     """The runner's matches, best first."""
     runner = access.get_runner(uow, caller, runner_id)
     matches, next_cursor = runner_service.list_matches(uow, runner.id, limit=limit, cursor=cursor)
-    return MatchList(items=[MatchOut(photo_id=m.photo_id, face_id=m.face_id, similarity=m.similarity)
-                            for m in matches], next_cursor=next_cursor)
+    return MatchList(items=[MatchOut(photo_id=m.photo_id, face_id=m.face_id, similarity=m.similarity,
+                                     source=m.source) for m in matches], next_cursor=next_cursor)
 
 
 @router.delete("/runners/{runner_id}", status_code=204, summary="Delete a runner and all their data",
@@ -89,3 +92,23 @@ def delete_runner(runner_id: str, uow: UoW, store: StoreDep, settings: SettingsD
     runner_service.delete_runner(uow, store, access.get_runner(uow, caller, runner_id).id,
                                  outbox_dir=settings.outbox_dir)
     return Response(status_code=204)
+
+
+@router.post("/events/{event_id}/start-list", response_model=StartListOut,
+             summary="Import a start list: runners by bib, without a selfie",
+             responses=api_errors("event_not_found", "malformed_body", "validation_error", "malformed_csv",
+                                  "missing_bib_column", "file_too_large", "too_many_rows"))
+def import_start_list(event_id: str, file: Annotated[UploadFile, File(description=(
+        "CSV (UTF-8, comma or semicolon) with a header row holding `bib` and optionally `name`, `email`"))],
+        uow: UoW, caller: CallerDep) -> StartListOut:
+    """Create or update (by bib) runners without a selfie, matched to photos by bib alone.
+
+    Bad rows come back in `rejected` with their line; a file that cannot be read as a CSV with a
+    `bib` column answers 422 and imports nothing.
+    """
+    access.require_organiser(caller)
+    event = access.get_event(uow, caller, event_id)
+    data = file.file.read(start_list.MAX_BYTES + 1)
+    result = start_list.import_start_list(uow, event.id, data)
+    return StartListOut(created=result.created, updated=result.updated,
+                        rejected=[StartListRejectedOut(**r.__dict__) for r in result.rejected])

@@ -21,7 +21,8 @@ EXAMPLE_STATS = {"photos": 1200, "photos_pending": 150, "photos_processing": 8, 
                  "photos_failed": 2, "faces": 5630, "runners": 310, "matches": 2210, "emails_queued": 0,
                  "emails_sent": 296, "emails_failed": 1, "emails_uncertain": 0}
 EXAMPLE_EVENT = {"id": "0190c7a35b2e4f00a1b2c3d4e5", "name": "City Marathon 2026", "slug": "city-marathon-2026-3fa9c1",
-                 "starts_on": "2026-04-26", "match_threshold": 0.61, "created_at": "2026-04-20T08:30:00Z",
+                 "starts_on": "2026-04-26", "match_threshold": 0.61, "bib_search_public": False,
+                 "created_at": "2026-04-20T08:30:00Z",
                  "selfie_url": "https://photos.example.org/e/city-marathon-2026-3fa9c1", "stats": EXAMPLE_STATS,
                  "retention_days": 90, "biometrics_expire_at": "2026-07-25T00:00:00Z", "biometrics_purged_at": None}
 
@@ -37,6 +38,8 @@ class EventCreate(BaseModel):
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
     retention_days: int | None = RETENTION_DAYS
+    bib_search_public: bool = Field(False, strict=True, description=(
+        "Runners may find photos by bib number on the event's page (anyone who knows a number sees its photos)"))
 
 
 class EventUpdate(BaseModel):
@@ -46,6 +49,7 @@ class EventUpdate(BaseModel):
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
     retention_days: int | None = RETENTION_DAYS
+    bib_search_public: bool | None = Field(None, strict=True)
 
 
 class EventStatsOut(BaseModel):
@@ -76,6 +80,7 @@ class EventOut(BaseModel):
     retention_days: int
     biometrics_expire_at: datetime
     biometrics_purged_at: datetime | None = None
+    bib_search_public: bool
     created_at: datetime
     selfie_url: str
     stats: EventStatsOut

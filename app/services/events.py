@@ -45,9 +45,11 @@ def slugify(name: str) -> str:
 def create_event(
     uow: UnitOfWork, *, organisation_id: str, name: str, starts_on: date | None, match_threshold: float,
     retention_days: int,
+    bib_search_public: bool = False,
 ) -> Event:
     event = Event(organisation_id=organisation_id, name=name, slug=slugify(name), starts_on=starts_on,
-                  match_threshold=match_threshold, retention_days=retention_days)
+                  match_threshold=match_threshold, retention_days=retention_days,
+                  bib_search_public=bib_search_public)
     uow.session.add(event)
     uow.session.flush()
     return event

@@ -10,6 +10,10 @@ rematched when processed (`on_photo_done`), a new runner rematches the photos it
 (`match_runner`), a new threshold rematches the event. Writers of one event take its row lock
 first (`lock_event`), so a runner enrolled while a photo is being processed is seen by one side
 or the other, and unique(face_id) / unique(runner_id, photo_id) hold whatever happens.
+
+Bib numbers: photos with a bib read go through `bib_matching.resolve` instead of `assign` (the
+face+bib rule is written down there); runners without a selfie are matched by the face their bib
+was read on (`bib_matching.linked_faces`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from datetime import date, timedelta
 import numpy as np
 from sqlalchemy import delete, select, update
 
-from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
+from app.db import Event, Face, Match, MatchRejection, MatchSource, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
+from app.services import bib_matching
 from app.services import events as event_service
 from app.jobs import MATCH_RUNNER
 from app.services import privacy, webhooks
@@ -108,7 +113,8 @@ def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
         .where(Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None))
         .order_by(Runner.id)
     ).all()
-    return _runner_set(rows)
+    linked = [(runner_id, emb) for runner_id, _, emb in bib_matching.linked_faces(uow, event_id, model_id)]
+    return _runner_set(list(rows) + linked)
 
 
 def _runner_set(rows) -> RunnerSet:
@@ -139,7 +145,9 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
     rejected = set(session.execute(
         select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
     ).all())
-    wanted: dict[tuple[str, str], tuple[str, float]] = {}  # (face, runner) -> (photo, similarity)
+    evidence = bib_matching.load_evidence(uow, event.id, photo_ids)
+    candidates: list[bib_matching.Candidate] = []
+    wanted: bib_matching.WantedMatches = {}
     for model_id in {f.model_id for f in faces}:
         rows = [f for f in faces if f.model_id == model_id]
         if model_id not in runner_sets:
@@ -150,10 +158,18 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
         face_ids = np.array([f.id for f in rows], object)
         photos = np.array([f.photo_id for f in rows], object)
         matrix = as_matrix((f.embedding for f in rows), runners.matrix.shape[1])
+        if evidence.reads:  # the face+bib rule decides, from every candidate pair
+            candidates += bib_matching.candidates_from(matrix @ runners.matrix.T, face_ids, photos, runners.ids,
+                                                       event.match_threshold)
+            continue
         result = assign(matrix @ runners.matrix.T, photos, event.match_threshold,
                         _blocked(rejected, photos, runners.ids))
         for f, r, s in zip(result.face, result.runner, result.similarity):
-            wanted[(face_ids[f], runners.ids[r])] = (photos[f], float(s))
+            wanted[(photos[f], face_ids[f], runners.ids[r])] = bib_matching.Wanted(float(s), MatchSource.FACE)
+    if evidence.reads:
+        wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
+                                      bib_of_runner=evidence.bib_of_runner, threshold=event.match_threshold,
+                                      rejected={(p, r) for p, r in rejected})
     _write_difference(uow, event.id, photo_ids, wanted)
 
 
@@ -174,17 +190,23 @@ def _blocked(rejected: set[tuple[str, str]], photos: np.ndarray,
 
 
 def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
-                      wanted: dict[tuple[str, str], tuple[str, float]]) -> None:
+                      wanted: bib_matching.WantedMatches) -> None:
     session = uow.session
     current = session.execute(
-        select(Match.id, Match.face_id, Match.runner_id).where(Match.photo_id.in_(photo_ids))
+        select(Match.id, Match.photo_id, Match.face_id, Match.runner_id, Match.source)
+        .where(Match.photo_id.in_(photo_ids))
     ).all()
-    stale = [m.id for m in current if (m.face_id, m.runner_id) not in wanted]
-    kept = {(m.face_id, m.runner_id) for m in current}
+    def same(m) -> bool:  # type: ignore[no-untyped-def]
+        w = wanted.get((m.photo_id, m.face_id, m.runner_id))
+        return w is not None and w.source == m.source
+
+    stale = [m.id for m in current if not same(m)]
+    kept = {(m.photo_id, m.face_id, m.runner_id) for m in current if same(m)}
     if stale:  # deletes go first, so a face or slot that changes hands never breaks a unique key
         session.execute(delete(Match).where(Match.id.in_(stale)).execution_options(synchronize_session=False))
-    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id, similarity=sim)
-             for (face_id, runner_id), (photo_id, sim) in wanted.items() if (face_id, runner_id) not in kept]
+    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id,
+                   similarity=w.similarity, source=w.source)
+             for (photo_id, face_id, runner_id), w in wanted.items() if (photo_id, face_id, runner_id) not in kept]
     session.add_all(added)
     session.flush()
     gone = set(stale)
@@ -195,6 +217,11 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
     """A freshly processed photo: match its faces against every runner of its event."""
     event = lock_event(uow, photo.event_id)
     rematch_photos(uow, event, [photo.id])
+    # a selfie-less runner whose bib is on a face here may now be linked to that face: then
+    # their other photos (by the old and the new face) are recomputed
+    for runner_id in bib_matching.bib_runners_of_photo(uow, event.id, photo.id):
+        if bib_matching.linked_photo(uow, event.id, runner_id) == photo.id:
+            _rematch_runner_photos(uow, event, runner_id)
 
 
 def match_runner(uow: UnitOfWork, runner_id: str) -> int:
@@ -204,25 +231,43 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     Harmless to run twice (a redelivered task): the second run writes no difference.
     """
     runner = uow.session.get(Runner, runner_id)
-    if runner is None or runner.embedding is None:
+    if runner is None or (runner.embedding is None and not runner.bib):
         return 0  # deleted meanwhile
     event = lock_event(uow, runner.event_id)
-    rows = uow.session.execute(
-        select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == runner.model_id,
-                                                    privacy.matchable_faces())
-    ).all()
-    vector = np.frombuffer(runner.embedding, dtype=np.float32)
-    photos = np.array([r.photo_id for r in rows], object)
-    similarity = as_matrix((r.embedding for r in rows), len(vector)) @ vector
-    candidates = np.unique(photos[similarity >= event.match_threshold - CANDIDATE_MARGIN]).tolist()
-    # a re-enrolled runner (new template) may lose photos the old one matched: recompute those too
-    candidates = sorted(set(candidates).union(
-        uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id))))
-    for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
-        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK])
+    _rematch_runner_photos(uow, event, runner_id)
     runner.matched_at = utcnow()
     webhooks.runners_matched(uow, [runner_id])  # their matching finished, changed or not
     return len(uow.session.scalars(select(Match.id).where(Match.runner_id == runner_id)).all())
+
+
+def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str) -> None:
+    """Rematch every photo the runner may be in: a face similar to theirs (selfie, or the face
+    their bib was read on), their bib read, or a match they hold now."""
+    runner = uow.session.get(Runner, runner_id)
+    probes: list[tuple[str | None, bytes]] = []
+    if runner.embedding is not None:
+        probes.append((runner.model_id, runner.embedding))
+    else:
+        probes += [(m, emb) for m in _face_models(uow, event.id)
+                   for _, _, emb in bib_matching.linked_faces(uow, event.id, m, [runner_id])]
+    found: set[str] = set(bib_matching.photos_with_bib(uow, event.id, runner.bib))
+    found |= set(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
+    for model_id, embedding in probes:
+        rows = uow.session.execute(
+            select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == model_id,
+                                                        privacy.matchable_faces())
+        ).all()
+        vector = np.frombuffer(embedding, dtype=np.float32)
+        photos = np.array([r.photo_id for r in rows], object)
+        similarity = as_matrix((r.embedding for r in rows), len(vector)) @ vector
+        found |= set(photos[similarity >= event.match_threshold - CANDIDATE_MARGIN].tolist())
+    candidates = sorted(found)
+    for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
+        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK])
+
+
+def _face_models(uow: UnitOfWork, event_id: str) -> list[str]:
+    return list(uow.session.scalars(select(Face.model_id).where(Face.event_id == event_id).distinct()))
 
 
 def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> list[str]:
@@ -231,7 +276,8 @@ def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: i
     the last enrolment (a re-enrolment sets it again), `created_at` only the first."""
     cutoff = utcnow() - stale_after
     runner_ids = list(uow.session.scalars(
-        select(Runner.id).where(Runner.matched_at.is_(None), Runner.embedding.is_not(None),
+        select(Runner.id).where(Runner.matched_at.is_(None),
+                                Runner.embedding.is_not(None) | Runner.bib.is_not(None),
                                 Runner.consent_at < cutoff).order_by(Runner.consent_at).limit(limit)
     ))
     for runner_id in runner_ids:

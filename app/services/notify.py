@@ -97,8 +97,9 @@ def _unannounced(uow: UnitOfWork, runners: ColumnElement[bool], *, blocking: tup
     matched = session.execute(
         select(Match.runner_id, Match.photo_id)
         .join(Runner, Runner.id == Match.runner_id).join(Photo, Photo.id == Match.photo_id)
-        .where(runners, Runner.unsubscribed_at.is_(None), Photo.status == PhotoStatus.done.value)
-        .order_by(Match.runner_id, Match.similarity.desc(), Match.photo_id)
+        .where(runners, Runner.unsubscribed_at.is_(None), Runner.email.is_not(None),  # start list: no e-mail
+               Photo.status == PhotoStatus.done.value)
+        .order_by(Match.runner_id, Match.similarity.desc().nulls_last(), Match.photo_id)
     ).all()
     if not matched:
         return {}

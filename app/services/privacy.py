@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from sqlalchemy import ColumnElement, and_, delete, select, tuple_, update
 
-from app.db import Delivery, Event, Face, Match, MatchRejection, Runner, utcnow
+from app.db import BibRead, Delivery, Event, Face, Match, MatchRejection, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.errors import Conflict
 
@@ -90,7 +90,8 @@ def purge_event(uow: UnitOfWork, event_id: str, now: datetime) -> None:
 
     Marking the event first takes its row lock, the one matching writers take (matching.lock_event),
     so a photo being matched right now either finishes before or sees the purge.
-    (Bib links, once stored, are purged here too.)
+    Bib links go too: a read keeps its number and box (bib search still works) but no longer
+    says whose face it was read under.
     """
     session = uow.session
     for statement in (
@@ -98,6 +99,7 @@ def purge_event(uow: UnitOfWork, event_id: str, now: datetime) -> None:
         update(Face).where(Face.event_id == event_id, Face.embedding.is_not(None)).values(embedding=None),
         update(Runner).where(Runner.event_id == event_id, Runner.embedding.is_not(None)).values(embedding=None),
         update(Match).where(Match.event_id == event_id).values(similarity=None),
+        update(BibRead).where(BibRead.event_id == event_id, BibRead.face_id.is_not(None)).values(face_id=None),
     ):
         session.execute(statement.execution_options(synchronize_session=False))
     session.expire_all()

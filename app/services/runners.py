@@ -20,7 +20,7 @@ from app.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.services.pagination import keyset_page
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
-from app.services import matching, privacy
+from app.services import matching, privacy, start_list
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image
 from models.pipeline import FaceResult, analyse_images
@@ -137,12 +137,13 @@ def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, face: FaceResult, 
     require_consent(form)
     privacy.check_enrolment_open(event_service.get_event(uow, event_id))
     matching.lock_event(uow, event_id)  # the lock is held only for the write
-    runner = find_by_email(uow, event_id, str(form.email))
+    # the same e-mail re-enrols; a start-list runner without an e-mail is completed by their bib
+    runner = find_by_email(uow, event_id, str(form.email)) or start_list.claim_for_selfie(uow, event_id, bib=form.bib)
     created = runner is None
     if runner is None:
         runner = Runner(event_id=event_id)
         uow.session.add(runner)
-    runner.name, runner.email, runner.bib = form.name, str(form.email), form.bib
+    runner.name, runner.email, runner.bib = form.name, str(form.email), form.bib or runner.bib
     # what they agreed to, and where: the key that enrolled them is the one that asserted consent
     runner.consent_at, runner.consent_version, runner.consent_source = utcnow(), consent.version, consent.source
     runner.embedding, runner.model_id = face.embedding.astype("float32").tobytes(), model_id
@@ -184,9 +185,10 @@ def list_matches(uow: UnitOfWork, runner_id: str, *, limit: int = 1000,
                  cursor: str | None = None) -> tuple[list[Match], str | None]:
     """The runner's matches, best first, a page at a time."""
     get_runner(uow, runner_id)
+    # bib-only matches have no similarity: they sort after every face match
     return keyset_page(uow, select(Match).where(Match.runner_id == runner_id),
-                       [(Match.similarity, True), (Match.id, False)], limit=limit, cursor=cursor,
-                       sort_key=lambda m: [m.similarity, m.id])
+                       [(func.coalesce(Match.similarity, -1.0), True), (Match.id, False)], limit=limit,
+                       cursor=cursor, sort_key=lambda m: [-1.0 if m.similarity is None else m.similarity, m.id])
 
 
 def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str, *, outbox_dir: Path | None = None) -> None:
