@@ -45,10 +45,12 @@ def search(slug: str, request: Request, uow: UoW, number: str = "") -> HTMLRespo
         return page("bib_search.html", 422, event=event, number=number, photos=None,
                     error="Please enter your bib number: 1 to 6 digits.")
     try:
-        limit_public_form(request)
+        limit_public_form(request, scope=f"bib-search:{event.id}")  # its own bucket, apart from enrolment
     except TooManyRequests as exc:
-        return page("bib_search.html", 429, event=event, number=number, photos=None,
-                    error=f"Too many searches from your address. Please try again in {exc.retry_after} s.")
+        response = page("bib_search.html", 429, event=event, number=number, photos=None,
+                        error=f"Too many searches from your address. Please try again in {exc.retry_after} s.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     photos, _ = photo_service.list_photos(uow, event.id, status="done", limit=MAX_RESULTS, cursor=None, bib=number)
     return page("bib_search.html", event=event, number=number, photos=photos, error=None,
                 base=f"/e/{event.slug}/bib/{number}")

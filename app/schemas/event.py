@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
+from annotated_types import Interval
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.schemas.text import PlainText
@@ -17,6 +18,16 @@ def _iso_text(value: object) -> object:
 
 Day = Annotated[date, BeforeValidator(_iso_text)]
 
+
+def _not_bool(value: object) -> object:
+    # JSON `true` is not a number of days, though pydantic would read it as 1.
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number of days")
+    return value
+
+
+Days = Annotated[int, Interval(ge=1, le=3650), BeforeValidator(_not_bool)]
+
 EXAMPLE_STATS = {"photos": 1200, "photos_pending": 150, "photos_processing": 8, "photos_done": 1040,
                  "photos_failed": 2, "faces": 5630, "runners": 310, "matches": 2210, "emails_queued": 0,
                  "emails_sent": 296, "emails_failed": 1, "emails_uncertain": 0}
@@ -27,7 +38,7 @@ EXAMPLE_EVENT = {"id": "0190c7a35b2e4f00a1b2c3d4e5", "name": "City Marathon 2026
                  "retention_days": 90, "biometrics_expire_at": "2026-07-25T00:00:00Z", "biometrics_purged_at": None}
 
 
-RETENTION_DAYS = Field(None, ge=1, le=3650, description="Days after the event date (or creation) after "
+RETENTION_DAYS = Field(None, description="Days after the event date (or creation) after "
                        "which all face templates are deleted; galleries keep working.")
 
 
@@ -37,7 +48,7 @@ class EventCreate(BaseModel):
     name: PlainText = Field(min_length=1, max_length=200)
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
-    retention_days: int | None = RETENTION_DAYS
+    retention_days: Days | None = RETENTION_DAYS
     bib_search_public: bool = Field(False, strict=True, description=(
         "Runners may find photos by bib number on the event's page (anyone who knows a number sees its photos)"))
 
@@ -48,7 +59,7 @@ class EventUpdate(BaseModel):
     name: PlainText | None = Field(None, min_length=1, max_length=200)
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
-    retention_days: int | None = RETENTION_DAYS
+    retention_days: Days | None = RETENTION_DAYS
     bib_search_public: bool | None = Field(None, strict=True)
 
 

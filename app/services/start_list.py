@@ -33,7 +33,7 @@ from app.db.session import UnitOfWork
 from app.errors import PayloadTooLarge, Unprocessable
 from app.services import events as event_service
 from models.bibs import canonical_bib
-from worker.dispatch import MATCH_RUNNER
+from app.jobs import MATCH_RUNNER
 
 MAX_BYTES = 10 * 2**20  # ~200k rows of bib,name,email
 MAX_ROWS = 100_000
