@@ -8,8 +8,9 @@ from app.db.face import Face
 from app.db.match import Match, MatchRejection
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
+from app.db.upload_session import UploadSession
 
 __all__ = [
     "ApiKey", "Base", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
-    "Photo", "PhotoStatus", "Runner", "new_id", "utcnow",
+    "Photo", "PhotoStatus", "Runner", "UploadSession", "new_id", "utcnow",
 ]

@@ -16,3 +16,8 @@ class Event(IdMixin, Base):
     starts_on: Mapped[date | None] = mapped_column(Date)
     match_threshold: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What the runner pages show (dashboard settings); empty means the neutral defaults.
+    brand_colour: Mapped[str | None] = mapped_column(String(7))  # "#rrggbb"
+    logo_key: Mapped[str | None] = mapped_column(String(300))  # in the photo store
+    privacy_controller: Mapped[str | None] = mapped_column(String(300))  # who holds the runners' data
+    privacy_retention: Mapped[str | None] = mapped_column(String(300))  # for how long

@@ -43,11 +43,6 @@ _templates = Environment(
 )
 
 
-def render_page(name: str, **context: object) -> str:
-    """The small HTML pages behind the e-mail's links (e.g. unsubscribe)."""
-    return _templates.get_template(name).render(**context)
-
-
 class NotSent(Exception):
     """The server did not take the message: unreachable, or it answered with an error code."""
 
