@@ -1,7 +1,7 @@
 """Domain errors with a stable `code`, and the one place that renders them as problem+json.
 
 AppError
- ├─ Unauthorized (401)        ├─ NotFound (404)          ├─ Conflict (409)
+ ├─ Unauthorized (401)        ├─ Forbidden (403)         ├─ NotFound (404)          ├─ Conflict (409)
  ├─ PayloadTooLarge (413)     ├─ Unprocessable (422)     ├─ TooManyRequests (429)
  └─ ServiceUnavailable (503)
 Services raise these; routes never build error responses themselves.
@@ -37,6 +37,13 @@ class AppError(Exception):
 
 class Unauthorized(AppError):
     status, title, code = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(AppError):
+    """Known caller, not allowed here (a partner key outside its scope). Never for another
+    organisation's rows: those are NotFound, so their ids reveal nothing."""
+
+    status, title, code = 403, "Forbidden", "forbidden"
 
 
 class NotFound(AppError):
@@ -87,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+        codes = {403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
         return problem(exc.status_code, str(exc.detail), str(exc.detail),
                        codes.get(exc.status_code, f"http_{exc.status_code}"))
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import ApiKeyDep, SettingsDep, UoW
+from app.api.deps import CallerDep, SettingsDep, UoW
 from app.db import Event
 from app.db.session import UnitOfWork
 from app.schemas.event import EventCreate, EventOut, EventStatsOut, EventUpdate
+from app.services import access
 from app.services import events as event_service
 from app.services import matching as matching_service
 
@@ -22,19 +23,23 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
 
 
 @router.post("/events", status_code=201, response_model=EventOut)
-def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
+def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
+    access.require_organiser(caller)
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
-    event = event_service.create_event(uow, name=body.name, starts_on=body.starts_on, match_threshold=threshold)
+    event = event_service.create_event(uow, organisation_id=caller.organisation_id, name=body.name,
+                                       starts_on=body.starts_on, match_threshold=threshold)
     return event_out(uow, event, settings.public_base_url)
 
 
 @router.get("/events/{event_id}", response_model=EventOut)
-def get_event(event_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
-    return event_out(uow, event_service.get_event(uow, event_id), settings.public_base_url)
+def get_event(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
+    return event_out(uow, access.get_event(uow, caller, event_id), settings.public_base_url)
 
 
 @router.patch("/events/{event_id}", response_model=EventOut)
-def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
+def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
     """Edit an event; a new `match_threshold` recomputes its matches before this returns."""
+    access.require_organiser(caller)
+    access.get_event(uow, caller, event_id)
     event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
     return event_out(uow, event, settings.public_base_url)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -10,6 +10,8 @@ from app.db.base import Base, IdMixin, utcnow
 
 class Runner(IdMixin, Base):
     __tablename__ = "runners"
+    # re-enrolment finds the runner by (event, e-mail); the search of GET /events/{id}/runners too
+    __table_args__ = (Index(None, "event_id", "email"),)
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -23,4 +25,7 @@ class Runner(IdMixin, Base):
     # set once the runner was matched against the event's existing faces (MATCH_RUNNER); the
     # sweeper re-sends that task for runners still unmatched, e.g. after a lost message
     matched_at: Mapped[datetime | None]
+    # the partner key that enrolled this runner (a partner sees only its own runners); null for the
+    # selfie page, an organiser key, or a key deleted since
+    enrolled_by_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

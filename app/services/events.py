@@ -39,9 +39,10 @@ def slugify(name: str) -> str:
 
 
 def create_event(
-    uow: UnitOfWork, *, name: str, starts_on: date | None, match_threshold: float
+    uow: UnitOfWork, *, organisation_id: str, name: str, starts_on: date | None, match_threshold: float
 ) -> Event:
-    event = Event(name=name, slug=slugify(name), starts_on=starts_on, match_threshold=match_threshold)
+    event = Event(organisation_id=organisation_id, name=name, slug=slugify(name), starts_on=starts_on,
+                  match_threshold=match_threshold)
     uow.session.add(event)
     uow.session.flush()
     return event

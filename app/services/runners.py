@@ -74,7 +74,7 @@ def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings) -> Fac
 
 
 def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes,
-          backend: FaceBackend, settings: Settings) -> Runner:
+          backend: FaceBackend, settings: Settings, *, enrolled_by_key_id: str | None = None) -> Runner:
     """A new runner from a usable selfie; matching against the event's photos is queued."""
     if not form.consent:
         raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
@@ -82,7 +82,7 @@ def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes,
     face = analyse_selfie(selfie, backend, settings)
     runner = Runner(event_id=event_id, name=form.name, email=str(form.email), bib=form.bib,
                     consent_at=utcnow(), embedding=face.embedding.astype("float32").tobytes(),
-                    model_id=backend.model_id)
+                    model_id=backend.model_id, enrolled_by_key_id=enrolled_by_key_id)
     uow.session.add(runner)
     uow.session.flush()
     uow.send_task(MATCH_RUNNER, runner.id)
