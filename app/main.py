@@ -13,7 +13,7 @@ from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import FORM_OVERHEAD_BYTES, BodySizeLimit
-from app.pages import gallery, selfie, unsubscribe
+from app.pages import dashboard, gallery, selfie, unsubscribe
 from app.pages.templating import STATIC_DIR
 from app.storage import make_store
 from worker.celery_app import create_celery
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
     app.include_router(unsubscribe.router)
+    dashboard.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     settings.signing_key  # noqa: B018 - create the embedded secret now, not in a request
     logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())

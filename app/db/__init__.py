@@ -2,6 +2,7 @@
 
 from app.db.api_key import ApiKey
 from app.db.base import Base, new_id, utcnow
+from app.db.dashboard_session import DashboardSession
 from app.db.delivery import DeliveredPhoto, Delivery
 from app.db.event import Event
 from app.db.face import Face
@@ -13,6 +14,6 @@ from app.db.upload_session import UploadSession
 from app.db.user import User
 
 __all__ = [
-    "ApiKey", "Base", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
+    "ApiKey", "Base", "DashboardSession", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
     "Organisation", "Photo", "PhotoStatus", "Runner", "UploadSession", "User", "new_id", "utcnow",
 ]

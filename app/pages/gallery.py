@@ -35,7 +35,7 @@ def show_gallery(token: str, uow: UoW, settings: SettingsDep, removed: str | Non
     event = event_service.get_event(uow, runner.event_id)
     items = gallery_service.gallery_items(uow, runner)
     restored_back = restored is not None and any(item.photo.id == restored for item in items)
-    return page("gallery.html", **event_context(event), runner=runner, items=items, base=f"/g/{token}",
+    return page("gallery.html", **event_context(uow, event), runner=runner, items=items, base=f"/g/{token}",
                 delete_url=gallery_service.delete_url(settings, runner.id), removed=removed,
                 restored=restored, restored_back=restored_back)
 
@@ -52,7 +52,7 @@ def show_photo(token: str, photo_id: str, uow: UoW, settings: SettingsDep) -> HT
         return message("Photo not found", "This photo is not in your gallery (any more).", 404,
                        link={"href": f"/g/{token}", "text": "Back to your photos"})
     event = event_service.get_event(uow, runner.event_id)
-    return page("photo.html", **event_context(event), runner=runner, item=items[index], index=index,
+    return page("photo.html", **event_context(uow, event), runner=runner, item=items[index], index=index,
                 total=len(items), base=f"/g/{token}",
                 prev=items[index - 1].photo.id if index > 0 else None,
                 next=items[index + 1].photo.id if index + 1 < len(items) else None)
@@ -110,7 +110,7 @@ def confirm_delete(token: str, uow: UoW, settings: SettingsDep) -> HTMLResponse:
     except NotFound:
         return message(*GONE, status_code=404)
     event = event_service.get_event(uow, runner.event_id)
-    return page("delete.html", **event_context(event), runner=runner, event_name=event.name, token=token,
+    return page("delete.html", **event_context(uow, event), runner=runner, event_name=event.name, token=token,
                 gallery=gallery_service.gallery_url(settings, runner.id))
 
 
@@ -123,7 +123,7 @@ def delete_data(token: str, uow: UoW, settings: SettingsDep, store: StoreDep) ->
     event = event_service.get_event(uow, runner.event_id)
     runner_service.delete_runner(uow, store, runner.id)
     return message("Your data is deleted", "Your face template, your matches and your gallery are gone. "
-                   "We will not e-mail you about these photos again.", **event_context(event))
+                   "We will not e-mail you about these photos again.", **event_context(uow, event))
 
 
 def _attachment(filename: str) -> str:

@@ -50,7 +50,7 @@ def selfie_form(slug: str, uow: UoW) -> HTMLResponse:
     event = _event(uow, slug)
     if event is None:
         return message(*NO_EVENT, status_code=404)
-    return page("selfie.html", **event_context(event), values={}, error=None)
+    return page("selfie.html", **event_context(uow, event), values={}, error=None)
 
 
 @router.get("/e/{slug}/brand.css")
@@ -76,6 +76,7 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
     event = await run_in_threadpool(_event, uow, slug)
     if event is None:
         return message(*NO_EVENT, status_code=404)
+    context = await run_in_threadpool(event_context, uow, event)
     # the kept selfie travels back base64-encoded in a text field, hence the larger part size
     form = await request.form(max_files=2, max_fields=12, max_part_size=8 * 2**20)
     values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "face")}
@@ -90,9 +91,9 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
     except TooManyRequests as exc:
         text = f"Too many attempts from your address. Please try again in {exc.retry_after} seconds."
-        return _error(event, values, data, exc, text, wants_json)
+        return _error(context, values, data, exc, text, wants_json)
     except AppError as exc:
-        return _error(event, values, data, exc, exc.detail, wants_json)
+        return _error(context, values, data, exc, exc.detail, wants_json)
     finally:
         await form.close()
     done = f"/e/{event.slug}/done/{make_token(settings.signing_key, 'gallery', runner.id)}"
@@ -110,7 +111,7 @@ def enrolled(slug: str, token: str, uow: UoW, settings: SettingsDep) -> HTMLResp
         runner = None
     if event is None or runner is None or runner.event_id != event.id:
         return message("Link not valid", "This link is not valid, or the data it pointed to has been deleted.", 404)
-    return page("enrolled.html", **event_context(event), runner=runner, gallery=f"/g/{token}")
+    return page("enrolled.html", **event_context(uow, event), runner=runner, gallery=f"/g/{token}")
 
 
 def _selfie_bytes(form, max_bytes: int) -> bytes:
@@ -127,7 +128,7 @@ def _selfie_bytes(form, max_bytes: int) -> bytes:
     return data
 
 
-def _error(event: Event, values: dict, selfie: bytes, exc: AppError, text: str, wants_json: bool) -> Response:
+def _error(context: dict, values: dict, selfie: bytes, exc: AppError, text: str, wants_json: bool) -> Response:
     faces = getattr(exc, "faces", None) or []
     choices = selfie_images.face_crops(selfie, faces) if faces and selfie else []
     field = ERROR_FIELDS.get(exc.code) or getattr(exc, "field", None)
@@ -135,7 +136,7 @@ def _error(event: Event, values: dict, selfie: bytes, exc: AppError, text: str, 
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return JSONResponse({"error": text, "code": exc.code, "field": field, "faces": choices},
                             status_code=exc.status, headers=headers)
-    return page("selfie.html", exc.status, **event_context(event), values=values, error=text, error_field=field,
+    return page("selfie.html", exc.status, **context, values=values, error=text, error_field=field,
                 kept_selfie=selfie_images.kept_selfie(selfie), faces=choices)
 
 

@@ -1,7 +1,7 @@
 """The Jinja2 environment of the pages (autoescaped HTML under app/pages/templates).
 
 Every page extends base.html (landmarks, skip link, the one stylesheet). Runner pages pass
-`event` (and `brand`, see `event_context`) so the header shows the event's name, date and logo.
+`event_context(...)` so the header shows the event's name, date and logo.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse
 
 from app.db import Event
-from app.services import branding
+from app.db.session import UnitOfWork
+from app.services import branding, organisations
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -40,11 +41,12 @@ templates.env.globals["asset_version"] = _asset_version()
 templates.env.filters["long_date"] = long_date
 
 
-def event_context(event: Event, organisation_name: str | None = None) -> dict:
+def event_context(uow: UnitOfWork, event: Event) -> dict:
     """What every runner page of an event shows: its name, date, logo and privacy facts."""
+    organisation = organisations.get_organisation(uow, event.organisation_id)
     return {
         "event": event,
-        "privacy_controller": branding.privacy_controller(event, organisation_name),
+        "privacy_controller": branding.privacy_controller(event, organisation.name),
         "privacy_retention": branding.privacy_retention(event),
     }
 

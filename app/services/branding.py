@@ -96,5 +96,17 @@ def privacy_controller(event: Event, organisation_name: str | None = None) -> st
     return event.privacy_controller or organisation_name or f"the organisers of {event.name}"
 
 
+DEFAULT_RETENTION = "until you delete them, which you can do at any time from your gallery or any of our e-mails"
+
+
 def privacy_retention(event: Event) -> str:
-    return event.privacy_retention or "until you delete it, which you can do at any time from your gallery or any of our e-mails"
+    return event.privacy_retention or DEFAULT_RETENTION
+
+
+def update_branding(event: Event, *, colour: str | None, privacy_controller: str | None,
+                    privacy_retention: str | None) -> None:
+    if colour and not HEX_COLOUR.match(colour):
+        raise Unprocessable("The colour must look like #1a2b3c.", code="invalid_colour")
+    event.brand_colour = colour.lower() if colour else None
+    event.privacy_controller = (privacy_controller or "").strip()[:300] or None
+    event.privacy_retention = (privacy_retention or "").strip()[:300] or None

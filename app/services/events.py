@@ -10,9 +10,11 @@ from datetime import date
 
 from sqlalchemy import func, select
 
+from app.auth import Caller
 from app.db import Delivery, Event, Face, Match, Photo, PhotoStatus, Runner
 from app.db.session import UnitOfWork
 from app.errors import NotFound
+from app.services import access
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,8 @@ def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
         emails_failed=emails.get("failed", 0),
         emails_uncertain=emails.get("uncertain", 0),
     )
+
+
+def list_events(uow: UnitOfWork, caller: Caller, *, limit: int = 100) -> list[Event]:
+    """The caller's events, newest first."""
+    return list(uow.session.scalars(access.readable_events(caller).order_by(Event.id.desc()).limit(limit)))

@@ -7,9 +7,10 @@ enrolled under another face model must therefore enrol again (their vectors are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from app.config import Settings
 from app.db import Match, Runner, utcnow
@@ -124,3 +125,25 @@ def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:
     uow.session.flush()
     uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
     matching.rematch_photos(uow, event, photo_ids)
+
+
+@dataclass(frozen=True)
+class RunnerRow:
+    runner: Runner
+    matches: int
+
+
+def search_runners(uow: UnitOfWork, event_id: str, *, q: str | None = None, limit: int | None = 100,
+                   offset: int = 0) -> list[RunnerRow]:
+    """The event's runners, newest first, with their match counts; `q` matches name, e-mail or bib."""
+    counts = (select(Match.runner_id, func.count().label("n")).where(Match.event_id == event_id)
+              .group_by(Match.runner_id).subquery())
+    query = (select(Runner, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.runner_id == Runner.id)
+             .where(Runner.event_id == event_id).order_by(Runner.id.desc()).offset(offset))
+    if q and q.strip():
+        pattern = f"%{q.strip().lower()}%"
+        query = query.where(or_(func.lower(Runner.name).like(pattern), func.lower(Runner.email).like(pattern),
+                                func.lower(Runner.bib).like(pattern)))
+    if limit is not None:
+        query = query.limit(limit)
+    return [RunnerRow(runner, matches) for runner, matches in uow.session.execute(query)]

@@ -1,4 +1,4 @@
-"""dashboard: event branding and privacy text, resumable upload sessions
+"""dashboard: event branding and privacy text, resumable upload sessions, sign-in sessions
 
 Revision ID: 0011
 Revises: 0005
@@ -36,9 +36,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id', name=op.f('pk_upload_sessions')),
     )
     op.create_index(op.f('ix_upload_sessions_event_id_status'), 'upload_sessions', ['event_id', 'status'])
+    op.create_table(
+        'dashboard_sessions',
+        sa.Column('id', sa.String(length=32), nullable=False),
+        sa.Column('user_id', sa.String(length=32), nullable=False),
+        sa.Column('secret_hash', sa.String(length=64), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_dashboard_sessions_user_id_users'),
+                                ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_dashboard_sessions')),
+    )
+    op.create_index(op.f('ix_dashboard_sessions_user_id'), 'dashboard_sessions', ['user_id'])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_dashboard_sessions_user_id'), table_name='dashboard_sessions')
+    op.drop_table('dashboard_sessions')
     op.drop_index(op.f('ix_upload_sessions_event_id_status'), table_name='upload_sessions')
     op.drop_table('upload_sessions')
     with op.batch_alter_table('events', schema=None) as batch_op:

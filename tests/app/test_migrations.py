@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, inspect
 from app.db.migrate import alembic_config, upgrade_to_head
 
 TABLES = {"events", "photos", "faces", "runners", "matches", "match_rejections", "deliveries",
-          "delivered_photos", "api_keys", "upload_sessions"}
+          "delivered_photos", "api_keys", "upload_sessions", "dashboard_sessions"}
 
 
 def _check(url: str) -> None:
