@@ -27,10 +27,12 @@ class AppError(Exception):
     title = "Bad request"
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, retry_after: int | None = None) -> None:
+    def __init__(self, detail: str, *, code: str | None = None, retry_after: int | None = None,
+                 extra: dict | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
+        self.extra = extra or {}  # more members of the problem body (e.g. `faces` of multiple_faces)
         if code:
             self.code = code
 
@@ -70,8 +72,9 @@ class ServiceUnavailable(AppError):
     status, title, code = 503, "Service unavailable", "unavailable"
 
 
-def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None) -> JSONResponse:
-    body = {"type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
+def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None,
+            extra: dict | None = None) -> JSONResponse:
+    body = {**(extra or {}), "type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
             "detail": detail, "code": code}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -82,7 +85,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        return problem(exc.status, exc.title, exc.detail, exc.code, headers or None)
+        return problem(exc.status, exc.title, exc.detail, exc.code, headers or None, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

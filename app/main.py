@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.api import events, health, notify, photos, runners
+from app.api import events, health, keys, notify, photos, runners
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(selfie.router)
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
+    app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(unsubscribe.router)
     dashboard.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.api.deps import CallerDep, SettingsDep, UoW
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW
 from app.db import Event
 from app.db.session import UnitOfWork
-from app.schemas.event import EventCreate, EventOut, EventStatsOut, EventUpdate
+from app.schemas.event import EventCreate, EventOut, EventPage, EventStatsOut, EventUpdate
 from app.services import access
 from app.services import events as event_service
 from app.services import matching as matching_service
@@ -31,6 +33,15 @@ def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: Cal
     return event_out(uow, event, settings.public_base_url)
 
 
+@router.get("/events", response_model=EventPage)
+def list_events(uow: UoW, settings: SettingsDep, caller: CallerDep,
+                limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> EventPage:
+    """The organisation's events, newest first."""
+    access.require_organiser(caller)
+    events, next_cursor = event_service.list_events(uow, caller, limit=limit, cursor=cursor)
+    return EventPage(items=[event_out(uow, e, settings.public_base_url) for e in events], next_cursor=next_cursor)
+
+
 @router.get("/events/{event_id}", response_model=EventOut)
 def get_event(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
     return event_out(uow, access.get_event(uow, caller, event_id), settings.public_base_url)
@@ -43,3 +54,11 @@ def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsD
     access.get_event(uow, caller, event_id)
     event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
     return event_out(uow, event, settings.public_base_url)
+
+
+@router.delete("/events/{event_id}", status_code=204)
+def delete_event(event_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
+    """The event with its photos (files too), faces, runners, matches and deliveries."""
+    access.require_organiser(caller)
+    event_service.delete_event(uow, store, access.get_event(uow, caller, event_id))
+    return Response(status_code=204)

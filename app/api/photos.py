@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
@@ -96,3 +96,10 @@ def list_photos(event_id: str, uow: UoW, caller: CallerDep,
 def get_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
     photo = access.get_photo(uow, caller, photo_id)
     return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])
+
+
+@router.delete("/photos/{photo_id}", status_code=204)
+def delete_photo(photo_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
+    """The photo, its files, faces and matches."""
+    photo_service.delete_photo(uow, store, access.get_photo(uow, caller, photo_id))
+    return Response(status_code=204)

@@ -4,7 +4,8 @@ Post/redirect/get: a successful POST answers 303 to the confirmation page, so a 
 never enrols twice. An error re-renders the form with the reason next to its field, what was
 typed, and the selfie itself (a browser never refills a file input). The page's script sends
 the same form with `Accept: application/json` and gets the same outcome as JSON. Same service
-and error codes as the API.
+and error codes as the API. After `multiple_faces` the form shows a crop of each face found to
+tap, and the same selfie goes again with the field `face`, as in the API.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ FIELD_NAMES = {"name": "your name", "email": "your e-mail address", "bib": "the 
 # which form field an error code is about, so the message sits next to it
 ERROR_FIELDS = {"consent_required": "consent", "multiple_faces": "face", "no_face": "selfie",
                 "face_too_small": "selfie", "not_an_image": "selfie", "image_too_large": "selfie",
-                "no_selfie": "selfie"}
+                "no_selfie": "selfie", "invalid_face": "face"}
 NO_EVENT = ("Event not found", "There is no event at this address. Please check the link you were given.")
 
 
@@ -88,7 +89,7 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         fields = _parse_fields(values)
         data = await run_in_threadpool(_selfie_bytes, form, settings.max_file_bytes)
         backend = await run_in_threadpool(load_face_backend, settings)
-        runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
+        enrolment = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
     except TooManyRequests as exc:
         text = f"Too many attempts from your address. Please try again in {exc.retry_after} seconds."
         return _error(context, values, data, exc, text, wants_json)
@@ -96,14 +97,16 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         return _error(context, values, data, exc, exc.detail, wants_json)
     finally:
         await form.close()
-    done = f"/e/{event.slug}/done/{make_token(settings.signing_key, 'gallery', runner.id)}"
+    done = f"/e/{event.slug}/done/{make_token(settings.signing_key, 'gallery', enrolment.runner.id)}"
+    if not enrolment.created:
+        done += "?updated=1"
     if wants_json:
         return JSONResponse({"redirect": done})
     return RedirectResponse(done, status_code=303)
 
 
 @router.get("/e/{slug}/done/{token}", response_class=HTMLResponse)
-def enrolled(slug: str, token: str, uow: UoW, settings: SettingsDep) -> HTMLResponse:
+def enrolled(slug: str, token: str, uow: UoW, settings: SettingsDep, updated: bool = False) -> HTMLResponse:
     event = _event(uow, slug)
     try:
         runner = gallery_service.runner_for(uow, settings, "gallery", token)
@@ -111,7 +114,7 @@ def enrolled(slug: str, token: str, uow: UoW, settings: SettingsDep) -> HTMLResp
         runner = None
     if event is None or runner is None or runner.event_id != event.id:
         return message("Link not valid", "This link is not valid, or the data it pointed to has been deleted.", 404)
-    return page("enrolled.html", **event_context(uow, event), runner=runner, gallery=f"/g/{token}")
+    return page("enrolled.html", **event_context(uow, event), runner=runner, gallery=f"/g/{token}", updated=updated)
 
 
 def _selfie_bytes(form, max_bytes: int) -> bytes:
@@ -129,7 +132,7 @@ def _selfie_bytes(form, max_bytes: int) -> bytes:
 
 
 def _error(context: dict, values: dict, selfie: bytes, exc: AppError, text: str, wants_json: bool) -> Response:
-    faces = getattr(exc, "faces", None) or []
+    faces = exc.extra.get("faces") or []
     choices = selfie_images.face_crops(selfie, faces) if faces and selfie else []
     field = ERROR_FIELDS.get(exc.code) or getattr(exc, "field", None)
     if wants_json:

@@ -12,13 +12,14 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from app.auth import SCOPES, Scope
 from app.db import ApiKey, Event, utcnow
 from app.db.session import UnitOfWork
 from app.errors import Unauthorized, Unprocessable
 from app.services import organisations
+from app.services.pagination import keyset_page
 
 PREFIX = "fl_"
 
@@ -68,6 +69,11 @@ def list_keys(uow: UnitOfWork, organisation_id: str | None = None) -> list[ApiKe
     if organisation_id is not None:
         query = query.where(ApiKey.organisation_id == organisation_id)
     return list(uow.session.scalars(query))
+
+
+def page_keys(uow: UnitOfWork, readable: Select, *, limit: int, cursor: str | None) -> tuple[list[ApiKey], str | None]:
+    """A page of `readable` (access.readable_keys), newest first."""
+    return keyset_page(uow, readable, [(ApiKey.id, True)], limit=limit, cursor=cursor, sort_key=lambda k: [k.id])
 
 
 def revoke(key: ApiKey) -> None:

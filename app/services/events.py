@@ -1,4 +1,4 @@
-"""Events: creation, lookup and live statistics."""
+"""Events: creation, lookup, listing, deletion and live statistics."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from app.db import Delivery, Event, Face, Match, Photo, PhotoStatus, Runner
 from app.db.session import UnitOfWork
 from app.errors import NotFound
 from app.services import access
+from app.services.pagination import keyset_page
+from app.storage import PhotoStore
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,30 @@ def get_event(uow: UnitOfWork, event_id: str) -> Event:
     return event
 
 
+def list_events(uow: UnitOfWork, caller: Caller, *, limit: int, cursor: str | None) -> tuple[list[Event], str | None]:
+    """The caller's events, newest first (ids sort by creation time)."""
+    return keyset_page(uow, access.readable_events(caller), [(Event.id, True)], limit=limit, cursor=cursor,
+                       sort_key=lambda e: [e.id])
+
+
+def delete_event(uow: UnitOfWork, store: PhotoStore, event: Event) -> None:
+    """The event and everything in it: the database cascades to photos, faces, runners, matches
+    and deliveries; the files (all under `events/<id>/`) go once the rows are surely gone."""
+    selfie_keys = [k for k in uow.session.scalars(
+        select(Runner.selfie_key).where(Runner.event_id == event.id, Runner.selfie_key.is_not(None)))]
+    prefix = f"events/{event.id}"
+    uow.session.delete(event)
+    uow.session.flush()
+    uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
+
+    def remove_files() -> None:
+        store.delete_prefix(prefix)
+        for key in selfie_keys:
+            store.delete(key)
+
+    uow.after_commit(remove_files)
+
+
 def get_event_by_slug(uow: UnitOfWork, slug: str) -> Event:
     event = uow.session.scalar(select(Event).where(Event.slug == slug))
     if event is None:
@@ -96,7 +122,3 @@ def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
         emails_uncertain=emails.get("uncertain", 0),
     )
 
-
-def list_events(uow: UnitOfWork, caller: Caller, *, limit: int = 100) -> list[Event]:
-    """The caller's events, newest first."""
-    return list(uow.session.scalars(access.readable_events(caller).order_by(Event.id.desc()).limit(limit)))

@@ -193,7 +193,8 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
 
 
 def match_runner(uow: UnitOfWork, runner_id: str) -> int:
-    """A new runner: rematch every photo with a face similar enough to them; returns their matches.
+    """A new (or re-enrolled) runner: rematch every photo with a face similar enough to them, and
+    the photos they hold now; returns their matches.
 
     Harmless to run twice (a redelivered task): the second run writes no difference.
     """
@@ -208,6 +209,9 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     photos = np.array([r.photo_id for r in rows], object)
     similarity = as_matrix((r.embedding for r in rows), len(vector)) @ vector
     candidates = np.unique(photos[similarity >= event.match_threshold - CANDIDATE_MARGIN]).tolist()
+    # a re-enrolled runner (new template) may lose photos the old one matched: recompute those too
+    candidates = sorted(set(candidates).union(
+        uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id))))
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
         rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK])
     runner.matched_at = utcnow()

@@ -34,6 +34,7 @@ from app.services.uploads import Uploader, UploadLimits
 
 router = APIRouter()
 RUNNERS_PER_PAGE = 50
+EVENTS_SHOWN = 200
 # what a redirect's `?done=` says; codes only, so no page echoes text from a URL
 FLASHES = {
     "created": "Event created. Upload photos below, and share the selfie page with your runners.",
@@ -74,10 +75,13 @@ def home() -> RedirectResponse:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 def events_page(uow: UoW, settings: SettingsDep, who: SignedInDep) -> HTMLResponse:
-    events = event_service.list_events(uow, who.caller)
-    rows = [{"event": e, "stats": event_service.event_stats(uow, e.id)} for e in events]
-    return page("dashboard/events.html", who=who, events=rows, nav="events",
+    return page("dashboard/events.html", who=who, events=_event_rows(uow, who), nav="events",
                 default_threshold=settings.default_match_threshold)
+
+
+def _event_rows(uow, who) -> list[dict]:
+    events, _ = event_service.list_events(uow, who.caller, limit=EVENTS_SHOWN, cursor=None)
+    return [{"event": e, "stats": event_service.event_stats(uow, e.id)} for e in events]
 
 
 @router.post("/dashboard/events")
@@ -87,9 +91,7 @@ def create_event(uow: UoW, settings: SettingsDep, who: PostDep, name: Annotated[
     try:
         day, threshold = _parse_event_fields(name, starts_on, match_threshold, settings.default_match_threshold)
     except AppError as exc:
-        rows = [{"event": e, "stats": event_service.event_stats(uow, e.id)}
-                for e in event_service.list_events(uow, who.caller)]
-        return page("dashboard/events.html", 422, who=who, events=rows, nav="events", error=exc.detail,
+        return page("dashboard/events.html", 422, who=who, events=_event_rows(uow, who), nav="events", error=exc.detail,
                     values={"name": name, "starts_on": starts_on},
                     default_threshold=settings.default_match_threshold)
     event = event_service.create_event(uow, organisation_id=who.caller.organisation_id, name=name.strip(),
@@ -166,16 +168,14 @@ def retry_photo(event_id: str, photo_id: str, uow: UoW, who: PostDep) -> Respons
 
 @router.get("/dashboard/events/{event_id}/runners", response_class=HTMLResponse)
 def runners_page(event_id: str, request: Request, uow: UoW, settings: SettingsDep, who: SignedInDep,
-                 q: str = "", offset: int = 0) -> HTMLResponse:
+                 q: str = "", cursor: str | None = None) -> HTMLResponse:
     event = access.get_event(uow, who.caller, event_id)
-    offset = max(offset, 0)
-    found = runner_service.search_runners(uow, event.id, q=q, limit=RUNNERS_PER_PAGE + 1, offset=offset)
-    rows = [{"runner": row.runner, "matches": row.matches,
-             "gallery_url": gallery_service.gallery_url(settings, row.runner.id),
-             "email_status": notify_service.last_email_status(uow, row.runner.id)}
-            for row in found[:RUNNERS_PER_PAGE]]
+    runners, next_cursor = runner_service.list_runners(uow, event.id, q=q, limit=RUNNERS_PER_PAGE, cursor=cursor)
+    counts = runner_service.match_counts(uow, [r.id for r in runners])
+    rows = [{"runner": r, "matches": counts[r.id], "gallery_url": gallery_service.gallery_url(settings, r.id),
+             "email_status": notify_service.last_email_status(uow, r.id)} for r in runners]
     return _event_page("dashboard/runners.html", uow, who, event, "runners", request, rows=rows, q=q,
-                       offset=offset, limit=RUNNERS_PER_PAGE, more=len(found) > RUNNERS_PER_PAGE)
+                       cursor=cursor, next_cursor=next_cursor)
 
 
 def _csv_cell(value: object) -> str:
@@ -185,19 +185,32 @@ def _csv_cell(value: object) -> str:
 
 
 @router.get("/dashboard/events/{event_id}/runners.csv")
-def runners_csv(event_id: str, uow: UoW, settings: SettingsDep, who: SignedInDep) -> StreamingResponse:
+def runners_csv(event_id: str, uow: UoW, open_uow: UowFactory, settings: SettingsDep,
+                who: SignedInDep) -> StreamingResponse:
     event = access.get_event(uow, who.caller, event_id)
-    rows = runner_service.search_runners(uow, event.id, limit=None)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["name", "email", "bib", "photos", "gallery_url", "enrolled_at"])
-    for row in rows:
-        runner = row.runner
-        writer.writerow([_csv_cell(v) for v in (runner.name, runner.email, runner.bib, row.matches,
-                                                gallery_service.gallery_url(settings, runner.id),
-                                                runner.created_at.isoformat())])
+
+    def lines():
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["name", "email", "bib", "photos", "gallery_url", "enrolled_at"])
+        cursor = None
+        while True:  # page by page, so 50,000 runners never sit in memory at once
+            # its own unit of work per page: the request's is closed once the response streams
+            with open_uow() as page_uow:
+                runners, cursor = runner_service.list_runners(page_uow, event.id, q=None, limit=1000, cursor=cursor)
+                counts = runner_service.match_counts(page_uow, [r.id for r in runners])
+            for r in runners:
+                writer.writerow([_csv_cell(v) for v in (r.name, r.email, r.bib, counts[r.id],
+                                                        gallery_service.gallery_url(settings, r.id),
+                                                        r.created_at.isoformat())])
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+            if cursor is None:
+                return
+
     filename = f"{event.slug}-runners.csv"
-    return StreamingResponse(iter([out.getvalue()]), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"',
                                       "Cache-Control": "private, no-store"})
 
