@@ -179,6 +179,12 @@
   function later(attempt) {
     var wait = RETRY_DELAYS[attempt];
     busy(true);
+    if (navigator.onLine === false) {
+      // no network at all: wait for it instead of using up the retries
+      say("You are offline. We send your selfie as soon as you are back online. Trying again…");
+      window.addEventListener("online", function () { send(attempt); }, { once: true });
+      return;
+    }
     say("Connection dropped. Trying again in " + Math.round(wait / 1000) + " s…");
     setTimeout(function () { send(attempt + 1); }, wait);
   }

@@ -35,6 +35,12 @@
 
   function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
 
+  function backOnline(ms) {
+    // offline: carry on the moment the network is back; otherwise after `ms`
+    if (navigator.onLine !== false) return sleep(ms);
+    return new Promise(function (resolve) { window.addEventListener("online", function () { resolve(); }, { once: true }); });
+  }
+
   function api(method, url, body) {
     return fetch(url, {
       method: method, credentials: "same-origin",
@@ -154,9 +160,10 @@
       }
       // dropped connection, a restart, overload: wait and carry on from the server's offset
       var wait = Math.min(30000, 1000 * Math.pow(2, Math.min(attempt || 0, 5)));
-      job.state = "Connection lost: retrying in " + Math.round(wait / 1000) + " s";
+      job.state = navigator.onLine === false ? "Connection lost: waiting for the network"
+        : "Connection lost: retrying in " + Math.round(wait / 1000) + " s";
       render(job);
-      return sleep(wait).then(function () {
+      return backOnline(wait).then(function () {
         return api("GET", base + "/" + job.id).then(function (state) {
           if (state.status === 200) { job.sent = state.data.offset; job.status = state.data.status; }
           return send(job, (attempt || 0) + 1);
