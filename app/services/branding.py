@@ -48,14 +48,21 @@ def _darken(hex_colour: str, factor: float) -> str:
     return "#" + "".join(f"{round(int(hex_colour[i:i + 2], 16) * factor):02x}" for i in (1, 3, 5))
 
 
+def _readable_on_white(colour: str) -> str:
+    """`colour`, darkened just enough to reach 4.5:1 against white."""
+    text, factor = colour, 1.0
+    while contrast(text, "#ffffff") < AA and factor > 0:
+        factor = round(factor - 0.05, 2)
+        text = _darken(colour, factor)
+    return text
+
+
 def palette(colour: str | None) -> Palette:
     accent = (colour if colour and HEX_COLOUR.match(colour) else DEFAULT_COLOUR).lower()
     on_accent = "#ffffff" if contrast(accent, "#ffffff") >= contrast(accent, "#000000") else "#000000"
-    text, factor = accent, 1.0
-    while contrast(text, "#ffffff") < AA and factor > 0:
-        factor = round(factor - 0.05, 2)
-        text = _darken(accent, factor)
-    return Palette(accent=accent, on_accent=on_accent, accent_text=text)
+    if contrast(accent, on_accent) < AA:  # a mid-tone that neither black nor white reads on
+        accent, on_accent = _readable_on_white(accent), "#ffffff"
+    return Palette(accent=accent, on_accent=on_accent, accent_text=_readable_on_white(accent))
 
 
 def brand_css(event: Event) -> str:

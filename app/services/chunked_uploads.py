@@ -1,7 +1,7 @@
 """Resumable uploads for the dashboard: one file in pieces, each piece stored as it arrives.
 
     start  -> an UploadSession (filename, size), offset 0
-    put    -> the piece at `offset` goes to the photo store as uploads/{id}/{offset}; the
+    put    -> the piece at `offset` goes to the photo store (events/{event}/uploads/{id}/{offset}); the
               session's offset moves on. A piece for the wrong offset answers the right one
               (409), so a client that lost a reply, a connection or its tab just carries on.
     finish -> once every byte is there, the pieces are read back in order as one stream and go
@@ -32,8 +32,9 @@ MAX_CHUNK_BYTES = 32 * 2**20
 STALE_FINISH = timedelta(minutes=15)
 
 
-def _piece_key(session_id: str, offset: int) -> str:
-    return f"uploads/{session_id}/{offset:015d}"
+def _piece_key(upload: UploadSession, offset: int) -> str:
+    # under the event's prefix, so deleting the event deletes unfinished uploads too
+    return f"events/{upload.event_id}/uploads/{upload.id}/{offset:015d}"
 
 
 def start_upload(uow: UnitOfWork, *, event_id: str, filename: str, size: int, max_bytes: int) -> UploadSession:
@@ -72,7 +73,7 @@ def put_piece(uow: UnitOfWork, store: PhotoStore, upload: UploadSession, offset:
         raise OffsetMismatch(upload.received_bytes)
     if not data or len(data) > MAX_CHUNK_BYTES or offset + len(data) > upload.size_bytes:
         raise Unprocessable("The piece is empty, too large, or runs past the file's size.", code="bad_piece")
-    store.put_bytes(_piece_key(upload.id, offset), data)
+    store.put_bytes(_piece_key(upload, offset), data)
     upload.chunks = [*upload.chunks, offset]
     upload.received_bytes = offset + len(data)
     upload.updated_at = utcnow()
@@ -94,7 +95,7 @@ class _Pieces:
     """The stored pieces read back in order as one file-like stream."""
 
     def __init__(self, store: PhotoStore, upload: UploadSession) -> None:
-        self.keys = [_piece_key(upload.id, offset) for offset in upload.chunks]
+        self.keys = [_piece_key(upload, offset) for offset in upload.chunks]
         self.store = store
         self.current: BinaryIO | None = None
 

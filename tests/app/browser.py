@@ -1,6 +1,8 @@
 """Driving the pages in a real headless Chromium (Debian's `chromium` and `chromium-driver`).
 
-- `live_server(app)`: the app under uvicorn on a loopback port, in a thread.
+- `live_server(app)`: the app under uvicorn on a loopback port, in a thread, with the project's
+  Content-Security-Policy (COORDINATION.md) added where the app has not set one, so Chromium
+  enforces it: a page that needed an inline script or style breaks its test.
 - `chromium(viewport)`: a browser at a phone (390x844) or desktop (1366x900) viewport.
 - `check_page(driver, name)`: axe-core (vendored from npm in tests/vendor, never served to users)
   on the page as it is now, failing on serious or critical violations, and a screenshot to
@@ -40,10 +42,33 @@ AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe-core" / "axe.min.js"
 SHOTS = Path(os.environ.get("FINISHLINE_SCREENSHOTS", Path(tempfile.gettempdir()) / "finishline-screenshots"))
 
 
+CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; frame-ancestors 'none'; "
+       "base-uri 'none'; form-action 'self'; object-src 'none'")
+
+
+class WithCsp:
+    """ASGI wrapper: the CSP header on every response that has none."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async def send_with_csp(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+                    headers.append((b"content-security-policy", CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_csp if scope["type"] == "http" else send)
+
+
 @contextmanager
 def live_server(app):
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(WithCsp(app), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -64,6 +89,7 @@ def chromium(viewport: str, profile: Path):
     width, height = VIEWPORTS[viewport]
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}"):
@@ -102,6 +128,8 @@ def check_page(driver, name: str) -> None:
     driver.set_script_timeout(60)
     violations = [v for v in axe_violations(driver) if v["impact"] in ("serious", "critical")]
     screenshot(driver, name)
+    blocked = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not blocked, f"{name}: the CSP blocked {blocked}"
     assert not violations, f"{name}: " + "; ".join(
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}" for v in violations)
 

@@ -205,3 +205,58 @@ def test_runners_search_csv_and_sending_page(app, signed_in):
     assert "Nothing to send" in send and "<svg" in send and "/e/" in send
     svg = signed_in.get(f"/dashboard/events/{event_id}/qr.svg")
     assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
+
+
+def test_deleting_an_event_removes_unfinished_uploads_too(app, signed_in):
+    event_id = new_event(signed_in, "Gone Run")
+    csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
+    base = f"/dashboard/events/{event_id}/uploads"
+    started = signed_in.post(base, json={"filename": "big.zip", "size": 10 * 2**20},
+                             headers={"X-CSRF-Token": csrf}).json()
+    signed_in.put(f"{base}/{started['id']}?offset=0", content=b"x" * 1000, headers={"X-CSRF-Token": csrf})
+    store = app.state.store
+    piece = f"events/{event_id}/uploads/{started['id']}/{0:015d}"
+    assert store.exists(piece)
+    answer = signed_in.post(f"/dashboard/events/{event_id}/delete", data={"csrf_token": csrf})
+    assert answer.status_code == 200 and "Event deleted" in answer.text and "Gone Run" not in answer.text
+    assert not store.exists(piece)
+    assert signed_in.get(f"/dashboard/events/{event_id}").status_code == 404
+
+
+def test_brand_colours_always_keep_readable_contrast():
+    from app.services.branding import contrast, palette
+
+    for colour in ("#ffd000", "#00ff00", "#ffffff", "#000000", "#0b5fff", "#e11d48", "#7dd3fc", "#2f9e8f",
+                   "#ff5500", None, "bogus"):
+        p = palette(colour)
+        assert contrast(p.accent, p.on_accent) >= 4.5, (colour, p)
+        assert contrast(p.accent_text, "#ffffff") >= 4.5, (colour, p)
+    assert palette("#ffd000").accent == "#ffd000"  # a colour that reads well is kept as chosen
+
+
+def test_sending_previews_the_count_and_a_sample_then_queues(app, signed_in):
+    from app.db import Face, Match, Photo, Runner
+    from app.db.session import unit_of_work
+    from worker.dispatch import SEND_RUNNER_EMAIL
+
+    event_id = new_event(signed_in, "Bay Run")
+    with unit_of_work(app.state.make_session) as uow:
+        for i, name in enumerate(("Ada Lovelace", "Grace Hopper")):
+            runner = Runner(event_id=event_id, name=name, email=f"r{i}@example.com")
+            photo = Photo(event_id=event_id, filename=f"{i}.jpg", sha256=f"{i:064d}", size_bytes=1,
+                          content_type="image/jpeg", storage_key=f"events/{event_id}/originals/{i}.jpg",
+                          status="done")
+            uow.session.add_all([runner, photo])
+            uow.session.flush()
+            face = Face(photo_id=photo.id, event_id=event_id, x1=0, y1=0, x2=10, y2=10, score=0.9, size_px=10,
+                        landmarks=[], embedding=b"", model_id="m")
+            uow.session.add(face)
+            uow.session.flush()
+            uow.session.add(Match(event_id=event_id, runner_id=runner.id, photo_id=photo.id, face_id=face.id,
+                                  similarity=0.7))
+    page = signed_in.get(f"/dashboard/events/{event_id}/send").text
+    assert "2 e-mails" in page and 'id="email-sample"' in page
+    assert re.search(r"1 new photo of you from Bay Run", page) and "/g/" in page  # the rendered message
+    signed_in.post(f"/dashboard/events/{event_id}/send", data={"csrf_token": csrf_of(page)})
+    assert [name for name, _ in app.state.sender.sent].count(SEND_RUNNER_EMAIL) == 2
+    assert "Nothing to send" in signed_in.get(f"/dashboard/events/{event_id}/send").text

@@ -101,7 +101,11 @@ def test_runner_pages_in_a_browser(photos_event, viewport, tmp_path):
                 "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
         else:
             driver.find_element(By.ID, "submit").click()
-        confirmation = by_id(driver, "confirmation", timeout=90)
+        try:
+            confirmation = by_id(driver, "confirmation", timeout=120)
+        except Exception:
+            screenshot(driver, "selfie-send-failed")
+            raise
         assert "You're in, Bill McBride" in confirmation.text
         check_page(driver, "enrolled")
         driver.refresh()  # post/redirect/get: a refresh shows the page again, never enrols again
@@ -184,3 +188,29 @@ def swipe(driver, element_id: str) -> None:
     actions.pointer_action.move_to_location(int(rect["x"] + rect["width"] * 0.8), y).pointer_down()
     actions.pointer_action.move_to_location(int(rect["x"] + rect["width"] * 0.2), y).pointer_up()
     actions.perform()
+
+
+def test_a_selfie_with_two_faces_lets_the_runner_tap_theirs(world, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from tests.app.test_reenrolment import two_faces
+
+    event = world.event(name="Group Selfie Run")
+    _, selfie = two_faces(world)
+    path = tmp_path / "us.jpg"
+    path.write_bytes(selfie)
+    with live_server(world.app) as base, chromium("phone", tmp_path / "profile") as driver:
+        driver.get(f"{base}/e/{event['slug']}")
+        fill(driver, name="John Bolton", email="john@example.com", bib="", selfie=path)
+        driver.find_element(By.ID, "submit").click()
+        faces = wait_until(driver, lambda d: d.find_element(By.ID, "faces").is_displayed() and d.find_element(By.ID, "faces"))
+        choices = faces.find_elements(By.CSS_SELECTOR, ".face-choice")
+        assert len(choices) == 2
+        assert all(img.get_attribute("src").startswith("data:image/jpeg")
+                   for img in faces.find_elements(By.TAG_NAME, "img"))
+        check_page(driver, "selfie-faces")
+        choices[0].click()  # John Bolton is on the left
+        driver.find_element(By.ID, "submit").click()
+        assert "You're in" in by_id(driver, "confirmation", timeout=90).text
+    with unit_of_work(world.app.state.make_session) as uow:
+        assert uow.session.query(Runner).filter_by(event_id=event["id"], email="john@example.com").count() == 1

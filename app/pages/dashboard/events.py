@@ -42,6 +42,7 @@ FLASHES = {
     "notified": "E-mail queued.", "nothing": "Nothing new to e-mail to this runner.",
     "deleted": "Runner deleted, with their face template and matches.",
     "saved": "Settings saved.",
+    "event_deleted": "Event deleted, with its photos, runners and matches.",
 }
 
 
@@ -74,8 +75,9 @@ def home() -> RedirectResponse:
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-def events_page(uow: UoW, settings: SettingsDep, who: SignedInDep) -> HTMLResponse:
+def events_page(request: Request, uow: UoW, settings: SettingsDep, who: SignedInDep) -> HTMLResponse:
     return page("dashboard/events.html", who=who, events=_event_rows(uow, who), nav="events",
+                flash=FLASHES.get(request.query_params.get("done") or ""),
                 default_threshold=settings.default_match_threshold)
 
 
@@ -316,3 +318,10 @@ def save_settings(event_id: str, request: Request, uow: UoW, settings: SettingsD
         event = access.get_event(uow, who.caller, event_id)
         return _settings_page(request, uow, who, event, settings, 422, exc.detail)
     return _back(event.id, "/settings", "saved")
+
+
+@router.post("/dashboard/events/{event_id}/delete")
+def delete_event(event_id: str, uow: UoW, store: StoreDep, who: PostDep) -> Response:
+    access.require_organiser(who.caller)
+    event_service.delete_event(uow, store, access.get_event(uow, who.caller, event_id))
+    return RedirectResponse("/dashboard?done=event_deleted", status_code=303)
