@@ -27,8 +27,17 @@ def require_organiser(caller: Caller) -> None:
         raise Forbidden(FORBIDDEN)
 
 
+def _organisation_events(caller: Caller) -> Select[tuple[Event]]:
+    return select(Event).where(Event.organisation_id == caller.organisation_id)
+
+
+def _organisation_runners(caller: Caller) -> Select[tuple[Runner]]:
+    return select(Runner).join(Event, Event.id == Runner.event_id).where(
+        Event.organisation_id == caller.organisation_id)
+
+
 def readable_events(caller: Caller) -> Select[tuple[Event]]:
-    query = select(Event).where(Event.organisation_id == caller.organisation_id)
+    query = _organisation_events(caller)
     if not caller.is_organiser and caller.event_ids:
         query = query.where(Event.id.in_(caller.event_ids))
     return query
@@ -40,8 +49,7 @@ def readable_photos(caller: Caller) -> Select[tuple[Photo]]:
 
 
 def readable_runners(caller: Caller) -> Select[tuple[Runner]]:
-    query = select(Runner).join(Event, Event.id == Runner.event_id).where(
-        Event.organisation_id == caller.organisation_id)
+    query = _organisation_runners(caller)
     if not caller.is_organiser:
         query = query.where(Runner.enrolled_by_key_id == caller.key_id)
         if caller.event_ids:
@@ -57,12 +65,18 @@ def _may_use_event(caller: Caller, event_id: str) -> bool:
     return caller.is_organiser or not caller.event_ids or event_id in caller.event_ids
 
 
+def _one(uow: UnitOfWork, readable: Select, model, row_id: str, what: str):
+    """The row of `readable` with this id; NotFound (`<what>_not_found`) when the caller cannot see it."""
+    row = uow.session.scalar(readable.where(model.id == row_id))
+    if row is None:
+        raise NotFound(f"No {what} with id {row_id!r}.", code=f"{what}_not_found")
+    return row
+
+
 def get_event(uow: UnitOfWork, caller: Caller, event_id: str) -> Event:
     """The event, if it is the caller's organisation's (404) and, for a partner, one of its events (403)."""
-    event = uow.session.scalar(select(Event).where(Event.id == event_id,
-                                                   Event.organisation_id == caller.organisation_id))
-    if event is None:
-        raise NotFound(f"No event with id {event_id!r}.", code="event_not_found")
+    # organisation first, the partner's list second: outside the organisation is 404, inside 403
+    event = _one(uow, _organisation_events(caller), Event, event_id, "event")
     if not _may_use_event(caller, event.id):
         raise Forbidden(FORBIDDEN)
     return event
@@ -71,19 +85,12 @@ def get_event(uow: UnitOfWork, caller: Caller, event_id: str) -> Event:
 def get_photo(uow: UnitOfWork, caller: Caller, photo_id: str) -> Photo:
     """Photos are the organiser's alone."""
     require_organiser(caller)
-    photo = uow.session.scalar(readable_photos(caller).where(Photo.id == photo_id))
-    if photo is None:
-        raise NotFound(f"No photo with id {photo_id!r}.", code="photo_not_found")
-    return photo
+    return _one(uow, readable_photos(caller), Photo, photo_id, "photo")
 
 
 def get_runner(uow: UnitOfWork, caller: Caller, runner_id: str) -> Runner:
     """The runner, if in the caller's organisation (404) and, for a partner, enrolled by this key (403)."""
-    runner = uow.session.scalar(
-        select(Runner).join(Event, Event.id == Runner.event_id)
-        .where(Runner.id == runner_id, Event.organisation_id == caller.organisation_id))
-    if runner is None:
-        raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")
+    runner = _one(uow, _organisation_runners(caller), Runner, runner_id, "runner")
     if not caller.is_organiser and (runner.enrolled_by_key_id != caller.key_id
                                     or not _may_use_event(caller, runner.event_id)):
         raise Forbidden(FORBIDDEN)
@@ -92,7 +99,4 @@ def get_runner(uow: UnitOfWork, caller: Caller, runner_id: str) -> Runner:
 
 def get_key(uow: UnitOfWork, caller: Caller, key_id: str) -> ApiKey:
     require_organiser(caller)
-    key = uow.session.scalar(readable_keys(caller).where(ApiKey.id == key_id))
-    if key is None:
-        raise NotFound(f"No key with id {key_id!r}.", code="key_not_found")
-    return key
+    return _one(uow, readable_keys(caller), ApiKey, key_id, "key")

@@ -220,11 +220,12 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
 
 def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> list[str]:
     """Re-send MATCH_RUNNER for runners enrolled longer ago than `stale_after` and never matched
-    (their message was lost); a duplicate run writes no difference."""
+    (their message was lost); a duplicate run writes no difference. `consent_at` is the time of
+    the last enrolment (a re-enrolment sets it again), `created_at` only the first."""
     cutoff = utcnow() - stale_after
     runner_ids = list(uow.session.scalars(
         select(Runner.id).where(Runner.matched_at.is_(None), Runner.embedding.is_not(None),
-                                Runner.created_at < cutoff).order_by(Runner.created_at).limit(limit)
+                                Runner.consent_at < cutoff).order_by(Runner.consent_at).limit(limit)
     ))
     for runner_id in runner_ids:
         uow.send_task(MATCH_RUNNER, runner_id)

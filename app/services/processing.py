@@ -16,7 +16,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import Face
+from app.db import Face, Photo
 from app.db.session import TaskSender, unit_of_work
 from app.services import matching
 from app.services import photos as photo_service
@@ -90,7 +90,12 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
         ctx.store.put_bytes(preview_key, render_jpeg(image, PREVIEW_LONG_SIDE))
         ctx.store.put_bytes(thumb_key, render_jpeg(image, THUMB_LONG_SIDE))
         with unit_of_work(ctx.make_session, ctx.sender) as uow:
-            photo = photo_service.get_photo(uow, photo_id)
+            photo = uow.session.get(Photo, photo_id)
+            if photo is None:  # deleted (DELETE /photos or /events) while the networks ran
+                ctx.store.delete(preview_key)
+                ctx.store.delete(thumb_key)
+                outcomes[photo_id] = "deleted"
+                continue
             if photo.claimed_by != task_id:  # our claim went stale and another task took over
                 outcomes[photo_id] = "lost_claim"
                 continue
@@ -104,8 +109,8 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
 
 def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
     with unit_of_work(ctx.make_session) as uow:
-        photo = photo_service.get_photo(uow, photo_id)
-        if photo.claimed_by == task_id:
+        photo = uow.session.get(Photo, photo_id)  # None: deleted meanwhile (its file with it)
+        if photo is not None and photo.claimed_by == task_id:
             photo_service.mark_failed(uow, photo, error)
     log.info("photo %s failed: %s", photo_id, error)
 

@@ -7,6 +7,7 @@ import pytest
 from app.db import DeliveredPhoto, Delivery, Face, Match, Photo, Runner
 from app.db.session import unit_of_work
 from app.storage import LocalPhotoStore
+from tests.app.test_notify import make_match
 
 
 def pages(client, path: str, limit: int, **params) -> list[list[dict]]:
@@ -59,15 +60,7 @@ class Rows:
         return runner
 
     def match(self, runner: Runner, photo: Photo, similarity: float) -> Match:
-        with unit_of_work(self.sessions) as uow:
-            face = Face(photo_id=photo.id, event_id=self.event_id, x1=0, y1=0, x2=9, y2=9, score=0.9, size_px=9,
-                        landmarks=[], embedding=b"\0" * 8, model_id="test")
-            uow.session.add(face)
-            uow.session.flush()
-            match = Match(event_id=self.event_id, runner_id=runner.id, photo_id=photo.id, face_id=face.id,
-                          similarity=similarity)
-            uow.session.add(match)
-        return match
+        return make_match(self.sessions, runner=runner, photo=photo, similarity=similarity)
 
 
 @pytest.fixture

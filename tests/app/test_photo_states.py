@@ -103,9 +103,11 @@ def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
             uow.session.add(row)
             return row
 
-        lost = runner(created_at=utcnow() - timedelta(minutes=30))
-        matched = runner(created_at=utcnow() - timedelta(minutes=30), matched_at=utcnow())
+        long_ago = utcnow() - timedelta(minutes=30)
+        lost = runner(created_at=long_ago, consent_at=long_ago)
+        matched = runner(created_at=long_ago, consent_at=long_ago, matched_at=utcnow())
         fresh = runner()
+        reenrolled = runner(created_at=long_ago)  # enrolled again just now: its message is on its way
     sender = RecordingSender()
     with unit_of_work(make_session, sender) as uow:
         assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == [lost.id]
@@ -114,4 +116,4 @@ def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
         matching.match_runner(uow, lost.id)
     with unit_of_work(make_session, RecordingSender()) as uow:
         assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == []
-    del matched, fresh
+    del matched, fresh, reenrolled

@@ -8,6 +8,7 @@ from PIL import Image
 
 from app.db import DeliveredPhoto, Delivery, Runner
 from app.db.session import unit_of_work
+from app.face_backend import load_face_backend
 from tests.app.test_matching import EVENT_PHOTOS, identity_image, jpeg, world  # noqa: F401 - fixture
 from tests.app.test_runners import side_by_side
 
@@ -114,8 +115,28 @@ def test_the_selfie_page_asks_which_face_and_enrols_with_it(world):
     asked = submit()
     assert asked.status_code == 422 and "more than one face" in asked.text
     assert asked.text.count('name="face"') == 2 and 'value="john@example.com"' in asked.text
+    assert asked.text.count('src="data:image/jpeg;base64,') == 2  # each face shown, cut from the selfie
     done = submit(face="1")
     assert done.status_code == 200 and 'id="confirmation"' in done.text
     again = submit(face="1")
     assert again.status_code == 200 and "already" in again.text
     assert world.client.get(f"/api/v1/events/{event['id']}").json()["stats"]["runners"] == 1
+
+
+def test_a_photo_deleted_while_the_networks_run_leaves_no_files_and_no_error(world, monkeypatch):
+    from app.services import processing
+
+    event = world.event()
+    photo_id = world.upload(event["id"], {"e.jpg": EVENT_PHOTOS["e.jpg"]})["e.jpg"]
+    real = processing.analyse_images
+
+    def delete_meanwhile(*args, **kwargs):
+        assert world.client.delete(f"/api/v1/photos/{photo_id}").status_code == 204
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(processing, "analyse_images", delete_meanwhile)
+    state = world.app.state
+    ctx = processing.ProcessingContext(world.settings, state.make_session, state.store,
+                                       load_face_backend(world.settings), world.sender)
+    assert processing.process_photos(ctx, [photo_id], task_id="t") == {photo_id: "deleted"}
+    assert not [p for p in world.settings.photos_dir.rglob("*") if p.is_file()]

@@ -112,10 +112,11 @@
       radio.required = true;
       var img = document.createElement("img");
       img.src = face.crop;
-      img.alt = "Person " + (i + 1);
+      img.alt = "";
       img.width = 96; img.height = 96;
       var span = document.createElement("span");
-      span.textContent = "Person " + (i + 1);
+      // faces come left to right: say where each one is (its image alone names nothing)
+      span.textContent = i === 0 ? "Far left" : i === faces.length - 1 ? "Far right" : (i + 1) + ". from the left";
       label.append(radio, img, span);
       faceChoices.appendChild(label);
     });
