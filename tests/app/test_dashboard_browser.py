@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from app.db import Photo, UploadSession
+from app.db import Photo, Runner, UploadSession
 from app.db.session import unit_of_work
 from app.main import create_app
 from tests.app.browser import WorkerSender, by_id, check_page, chromium, live_server, needs_chromium, wait_until
@@ -95,10 +95,16 @@ def test_dashboard_in_a_browser(app, viewport, tmp_path, faces_dir):
         if viewport == "desktop":
             resumable_uploads(driver, app, base, event_id, tmp_path)
 
+        with unit_of_work(app.state.make_session) as uow:  # runners as the selfie page would make them
+            for name, mail, bib in (("Ada Lovelace", "ada@example.com", "101"), ("Grace Hopper", "grace@example.com", None),
+                                    ("Katherine Johnson", "kj@example.com", "7")):
+                uow.session.add(Runner(event_id=event_id, name=name, email=mail, bib=bib))
         for tab, name in (("runners", "runners"), ("send", "send"), ("settings", "settings")):
             driver.get(f"{base}/dashboard/events/{event_id}/{tab}")
             by_id(driver, "main")
             check_page(driver, name)
+            if tab == "runners":
+                assert len(driver.find_elements(By.CSS_SELECTOR, "#runners tbody tr")) == 3
             if tab == "send":
                 assert driver.find_element(By.CSS_SELECTOR, "#qr-code svg")
 

@@ -19,6 +19,7 @@
   var status = document.getElementById("upload-message");
   var retry = document.getElementById("retry");
   var chosen = null; // the Blob to send (shrunk when the browser could decode it)
+  var preparing = Promise.resolve(); // the shrink of the latest choice; a quick tap on send waits for it
   var previewUrl = null;
   var RETRY_DELAYS = [1000, 3000, 7000];
 
@@ -61,7 +62,7 @@
       if (kept) { kept.remove(); kept = null; }
       clearFaces();
       say("Preparing your photo…");
-      shrink(file).then(function (blob) {
+      preparing = shrink(file).then(function (blob) {
         chosen = blob;
         showPreview(blob);
         say("");
@@ -192,11 +193,13 @@
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    if (!chosen && !kept) {
-      showError("Please add a selfie: take one, or choose a photo of your face.", "selfie");
-      return;
-    }
-    send(0);
+    preparing.then(function () {
+      if (!chosen && !kept) {
+        showError("Please add a selfie: take one, or choose a photo of your face.", "selfie");
+        return;
+      }
+      send(0);
+    });
   });
   retry.addEventListener("click", function () { send(0); });
 })();
