@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from app.db.session import unit_of_work
-from app.services import matching
+from app.services import chunked_uploads, matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
 from app.services.email import NotSent as EmailNotSent
@@ -52,6 +52,8 @@ def sweep_stale_work_task(self) -> int:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         runners = matching.sweep_unmatched_runners(uow, stale_after=stale_after)
+    with unit_of_work(ctx.make_session) as uow:
+        chunked_uploads.expire_abandoned(uow, ctx.store)  # dashboard uploads left for a week
     if photos.requeued or deliveries.requeued or deliveries.uncertain or runners:
         log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d e-mails uncertain",
                     len(photos.requeued), len(runners), len(deliveries.requeued), len(deliveries.uncertain))

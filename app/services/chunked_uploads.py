@@ -154,3 +154,19 @@ def record_report(uow: UnitOfWork, event_id: str, filename: str, size: int, repo
     resumable ones, so its refused files are listed on the event page too."""
     uow.session.add(UploadSession(event_id=event_id, filename=filename[:500], size_bytes=size,
                                   received_bytes=size, chunks=[], status="done", result=report))
+
+
+ABANDONED_AFTER = timedelta(days=7)
+
+
+def expire_abandoned(uow: UnitOfWork, store: PhotoStore, *, older_than: timedelta = ABANDONED_AFTER,
+                     limit: int = 200) -> int:
+    """Drop uploads nobody carried on with for a week: their pieces would fill the store."""
+    stale = list(uow.session.scalars(
+        select(UploadSession).where(UploadSession.status == "receiving",
+                                    UploadSession.updated_at < utcnow() - older_than).limit(limit)))
+    for upload in stale:
+        keys = [_piece_key(upload, offset) for offset in upload.chunks]
+        uow.session.delete(upload)
+        uow.after_commit(lambda keys=keys: [store.delete(key) for key in keys])
+    return len(stale)

@@ -260,3 +260,27 @@ def test_sending_previews_the_count_and_a_sample_then_queues(app, signed_in):
     signed_in.post(f"/dashboard/events/{event_id}/send", data={"csrf_token": csrf_of(page)})
     assert [name for name, _ in app.state.sender.sent].count(SEND_RUNNER_EMAIL) == 2
     assert "Nothing to send" in signed_in.get(f"/dashboard/events/{event_id}/send").text
+
+
+def test_uploads_abandoned_for_a_week_are_dropped_with_their_pieces(app, signed_in):
+    from datetime import timedelta
+
+    from app.db import UploadSession, utcnow
+    from app.db.session import unit_of_work
+    from app.services import chunked_uploads
+
+    event_id = new_event(signed_in)
+    csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
+    base = f"/dashboard/events/{event_id}/uploads"
+    ids = []
+    for name in ("old.zip", "recent.zip"):
+        started = signed_in.post(base, json={"filename": name, "size": 5000}, headers={"X-CSRF-Token": csrf}).json()
+        signed_in.put(f"{base}/{started['id']}?offset=0", content=b"y" * 100, headers={"X-CSRF-Token": csrf})
+        ids.append(started["id"])
+    with unit_of_work(app.state.make_session) as uow:
+        uow.session.get(UploadSession, ids[0]).updated_at = utcnow() - timedelta(days=8)
+    with unit_of_work(app.state.make_session) as uow:
+        assert chunked_uploads.expire_abandoned(uow, app.state.store) == 1
+    assert signed_in.get(f"{base}/{ids[0]}").status_code == 404
+    assert signed_in.get(f"{base}/{ids[1]}").json()["offset"] == 100
+    assert not app.state.store.exists(f"events/{event_id}/uploads/{ids[0]}/{0:015d}")

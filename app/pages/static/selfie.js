@@ -83,16 +83,16 @@
       form.parentNode.insertBefore(box, form);
     }
     box.querySelector("p").textContent = text;
+    box.querySelector("h2").textContent = field === "face" ? "One more step" : "That did not work";
     document.querySelectorAll(".field-error.from-script").forEach(function (el) { el.remove(); });
     document.querySelectorAll("[aria-invalid]").forEach(function (el) { el.removeAttribute("aria-invalid"); });
-    var target = field && document.getElementById(field === "face" ? "faces" : field);
+    var target = field && field !== "face" && document.getElementById(field);
     if (target) {
       var note = document.createElement("p");
       note.className = "field-error from-script";
       note.id = field + "-error";
       note.textContent = text;
-      if (field === "face") faceChoices.parentNode.insertBefore(note, faceChoices);
-      else target.parentNode.appendChild(note);
+      target.parentNode.appendChild(note);
       if (target.tagName === "INPUT") {
         target.setAttribute("aria-invalid", "true");
         target.setAttribute("aria-describedby", ((target.getAttribute("aria-describedby") || "") + " " + note.id).trim());
