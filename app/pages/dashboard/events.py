@@ -55,7 +55,7 @@ def upload_limits(settings: Settings) -> UploadLimits:
 
 def _event_page(name: str, uow, who, event, tab: str, request: Request, **context) -> HTMLResponse:
     done = request.query_params.get("done")
-    if "sent" == done:
+    if done == "sent":
         context.setdefault("flash", f"{request.query_params.get('n', '0')} e-mails queued.")
     return page(name, who=who, event=event, tab=tab, nav="events", flash=context.pop("flash", FLASHES.get(done or "")),
                 **context)
@@ -68,9 +68,8 @@ def _back(event_id: str, path: str = "", done: str | None = None) -> RedirectRes
 
 # --- events ------------------------------------------------------------------------------
 
-@router.get("/")
-@router.get("/admin")
-def home() -> RedirectResponse:
+@router.get("/admin")  # not "/": a gallery link garbled to /g/.. normalises to it and must stay a 404
+def admin() -> RedirectResponse:
     return RedirectResponse("/dashboard", status_code=303)
 
 
