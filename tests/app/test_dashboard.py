@@ -188,7 +188,7 @@ def test_settings_change_the_runner_pages(signed_in, tmp_path):
 
 
 def test_runners_search_csv_and_sending_page(app, signed_in):
-    from app.db import Event, Runner
+    from app.db import Runner
     from app.db.session import unit_of_work
 
     event_id = new_event(signed_in, "Bay Run")

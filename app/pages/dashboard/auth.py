@@ -116,7 +116,7 @@ def _secure(settings: Settings) -> bool:
     return settings.public_base_url.startswith("https://")
 
 
-def _login_page(request: Request, settings: Settings, *, status: int = 200, error: str | None = None,
+def _login_page(settings: Settings, *, status: int = 200, error: str | None = None,
                 email: str = "", next_path: str | None = None) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     response = page("dashboard/login.html", status, error=error, email=email, login_token=token,
@@ -130,7 +130,7 @@ def _login_page(request: Request, settings: Settings, *, status: int = 200, erro
 def login_form(request: Request, uow: UoW, settings: SettingsDep, next: str | None = None) -> Response:
     if sessions.session_user(uow, settings.signing_key, request.cookies.get(SESSION_COOKIE)):
         return RedirectResponse(_safe_next(next), status_code=303)
-    return _login_page(request, settings, next_path=next)
+    return _login_page(settings, next_path=next)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -139,20 +139,20 @@ def login(request: Request, uow: UoW, settings: SettingsDep, email: Annotated[st
           next: Annotated[str, Form()] = "/dashboard") -> Response:
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie, login_token):
-        return _login_page(request, settings, status=403, email=email, next_path=next,
+        return _login_page(settings, status=403, email=email, next_path=next,
                            error="The sign-in form expired. Please try again.")
     for name, key in (("login_by_address", client_address(request)),
                       ("login_by_email", accounts.normalise_email(email))):
         wait = _limiter(request, name).hit(key)
         if wait > 0:
-            response = _login_page(request, settings, status=429, email=email, next_path=next,
+            response = _login_page(settings, status=429, email=email, next_path=next,
                                    error=f"Too many sign-in attempts. Please wait {math.ceil(wait)} seconds.")
             response.headers["Retry-After"] = str(math.ceil(wait))
             return response
     try:
         user = accounts.authenticate_user(uow, email=email, password=password)
     except Unauthorized as exc:
-        return _login_page(request, settings, status=401, email=email, next_path=next, error=exc.detail)
+        return _login_page(settings, status=401, email=email, next_path=next, error=exc.detail)
     cookie_value = sessions.start_session(uow, settings.signing_key, user)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, cookie_value, max_age=int(sessions.SESSION_LIFETIME.total_seconds()),

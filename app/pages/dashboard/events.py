@@ -53,7 +53,7 @@ def upload_limits(settings: Settings) -> UploadLimits:
                         max_archive_entries=settings.max_archive_entries)
 
 
-def _event_page(name: str, uow, who, event, tab: str, request: Request, **context) -> HTMLResponse:
+def _event_page(name: str, who, event, tab: str, request: Request, **context) -> HTMLResponse:
     done = request.query_params.get("done")
     if done == "sent":
         context.setdefault("flash", f"{request.query_params.get('n', '0')} e-mails queued.")
@@ -121,7 +121,7 @@ def _parse_event_fields(name: str, starts_on: str, threshold: str, default: floa
 @router.get("/dashboard/events/{event_id}", response_class=HTMLResponse)
 def event_page(event_id: str, request: Request, uow: UoW, who: SignedInDep) -> HTMLResponse:
     event = access.get_event(uow, who.caller, event_id)
-    return _event_page("dashboard/event.html", uow, who, event, "overview", request,
+    return _event_page("dashboard/event.html", who, event, "overview", request,
                        stats=asdict(event_service.event_stats(uow, event.id)),
                        failed=photo_service.failed_photos(uow, event.id),
                        rejected=chunked_uploads.recent_rejections(uow, event.id))
@@ -175,7 +175,7 @@ def runners_page(event_id: str, request: Request, uow: UoW, settings: SettingsDe
     counts = runner_service.match_counts(uow, [r.id for r in runners])
     rows = [{"runner": r, "matches": counts[r.id], "gallery_url": gallery_service.gallery_url(settings, r.id),
              "email_status": notify_service.last_email_status(uow, r.id)} for r in runners]
-    return _event_page("dashboard/runners.html", uow, who, event, "runners", request, rows=rows, q=q,
+    return _event_page("dashboard/runners.html", who, event, "runners", request, rows=rows, q=q,
                        cursor=cursor, next_cursor=next_cursor)
 
 
@@ -255,7 +255,7 @@ def send_page(event_id: str, request: Request, uow: UoW, settings: SettingsDep, 
                   "text": message.get_body(("plain",)).get_content()}
     selfie_url = _selfie_url(settings, event.slug)
     qr = segno.make(selfie_url, error="m").svg_inline(scale=4, border=2, omitsize=True, svgclass="qr-svg")
-    return _event_page("dashboard/send.html", uow, who, event, "send", request, preview=preview, sample=sample,
+    return _event_page("dashboard/send.html", who, event, "send", request, preview=preview, sample=sample,
                        selfie_url=selfie_url, qr_svg=qr)
 
 
@@ -278,9 +278,9 @@ def qr_svg(event_id: str, uow: UoW, settings: SettingsDep, who: SignedInDep) -> 
 
 # --- settings ----------------------------------------------------------------------------
 
-def _settings_page(request: Request, uow, who, event, settings: Settings, status: int = 200,
+def _settings_page(request: Request, who, event, settings: Settings, status: int = 200,
                    error: str | None = None) -> HTMLResponse:
-    response = _event_page("dashboard/settings.html", uow, who, event, "settings", request, error=error,
+    response = _event_page("dashboard/settings.html", who, event, "settings", request, error=error,
                            default_threshold=settings.default_match_threshold,
                            default_colour=branding.DEFAULT_COLOUR,
                            default_retention=branding.DEFAULT_RETENTION)
@@ -290,7 +290,7 @@ def _settings_page(request: Request, uow, who, event, settings: Settings, status
 
 @router.get("/dashboard/events/{event_id}/settings", response_class=HTMLResponse)
 def settings_page(event_id: str, request: Request, uow: UoW, settings: SettingsDep, who: SignedInDep) -> HTMLResponse:
-    return _settings_page(request, uow, who, access.get_event(uow, who.caller, event_id), settings)
+    return _settings_page(request, who, access.get_event(uow, who.caller, event_id), settings)
 
 
 @router.post("/dashboard/events/{event_id}/settings")
@@ -315,7 +315,7 @@ def save_settings(event_id: str, request: Request, uow: UoW, settings: SettingsD
     except AppError as exc:
         uow.session.rollback()
         event = access.get_event(uow, who.caller, event_id)
-        return _settings_page(request, uow, who, event, settings, 422, exc.detail)
+        return _settings_page(request, who, event, settings, 422, exc.detail)
     return _back(event.id, "/settings", "saved")
 
 
