@@ -115,9 +115,16 @@ class S3PhotoStore:
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
+        from botocore.exceptions import ClientError
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "object"
-            self.client.download_file(self.bucket, self._key(key), str(path))
+            try:
+                self.client.download_file(self.bucket, self._key(key), str(path))
+            except ClientError as exc:  # a missing object is a missing original, not a crash
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    raise FileNotFoundError(key) from exc
+                raise
             yield path
 
     def delete(self, key: str) -> None:

@@ -8,6 +8,7 @@ PROCESS_PHOTO = "finishline.process_photo"
 MATCH_RUNNER = "finishline.match_runner"
 SEND_RUNNER_EMAIL = "finishline.send_runner_email"
 SWEEP_STALE_WORK = "finishline.sweep_stale_work"
+DELIVER_WEBHOOK = "finishline.deliver_webhook"
 
 
 class CelerySender:

@@ -6,14 +6,18 @@ from app.db.dashboard_session import DashboardSession
 from app.db.delivery import DeliveredPhoto, Delivery
 from app.db.event import Event
 from app.db.face import Face
+from app.db.heartbeat import WorkerHeartbeat
 from app.db.match import Match, MatchRejection
 from app.db.organisation import Organisation
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
 from app.db.upload_session import UploadSession
 from app.db.user import User
+from app.db.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookEventStatus
 
 __all__ = [
-    "ApiKey", "Base", "DashboardSession", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
-    "Organisation", "Photo", "PhotoStatus", "Runner", "UploadSession", "User", "new_id", "utcnow",
+    "ApiKey", "Base", "DashboardSession", "DeliveredPhoto", "Delivery", "Event", "Face", "Match",
+    "MatchRejection", "Organisation", "Photo", "PhotoStatus", "Runner", "UploadSession", "User",
+    "WebhookDelivery", "WebhookEndpoint", "WebhookEvent", "WebhookEventStatus", "WorkerHeartbeat", "new_id",
+    "utcnow",
 ]

@@ -19,6 +19,9 @@ class Event(IdMixin, Base):
     starts_on: Mapped[date | None] = mapped_column(Date)
     match_threshold: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The newest photo id when `event.processed` was last emitted: it is emitted again only once
+    # newer photos have all finished (app/services/webhooks.py).
+    processed_through: Mapped[str | None] = mapped_column(String(32))
     # What the runner pages show (dashboard settings); empty means the neutral defaults.
     brand_colour: Mapped[str | None] = mapped_column(String(7))  # "#rrggbb"
     logo_key: Mapped[str | None] = mapped_column(String(300))  # in the photo store

@@ -10,13 +10,15 @@ tap, and the same selfie goes again with the field `face`, as in the API.
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.api.deps import SettingsDep, StoreDep, UoW
+from app.api.deps import SettingsDep, StoreDep, UoW, UowFactory
 from app.db import Event
 from app.errors import AppError, NotFound, TooManyRequests
 from app.face_backend import load_face_backend
@@ -29,6 +31,7 @@ from app.services import events as event_service
 from app.services import gallery as gallery_service
 from app.services import runners as runner_service
 from app.services.tokens import make_token
+from models.pipeline import FaceResult
 
 router = APIRouter(include_in_schema=False)
 FIELD_NAMES = {"name": "your name", "email": "your e-mail address", "bib": "the bib number"}
@@ -72,12 +75,13 @@ def logo(slug: str, uow: UoW, store: StoreDep) -> Response:
 
 
 @router.post("/e/{slug}", response_class=HTMLResponse)
-async def submit_selfie(slug: str, request: Request, uow: UoW, settings: SettingsDep) -> Response:
+async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, settings: SettingsDep) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
-    event = await run_in_threadpool(_event, uow, slug)
-    if event is None:
+    # Short transactions only: none stays open while the selfie arrives or the CNN runs.
+    context = await run_in_threadpool(_event_context, open_uow, slug)
+    if context is None:
         return message(*NO_EVENT, status_code=404)
-    context = await run_in_threadpool(event_context, uow, event)
+    event = context["event"]
     # the kept selfie travels back base64-encoded in a text field, hence the larger part size
     form = await request.form(max_files=2, max_fields=12, max_part_size=8 * 2**20)
     values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "face")}
@@ -89,7 +93,9 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         fields = _parse_fields(values)
         data = await run_in_threadpool(_selfie_bytes, form, settings.max_file_bytes)
         backend = await run_in_threadpool(load_face_backend, settings)
-        enrolment = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
+        face = await run_in_threadpool(partial(runner_service.analyse_selfie, data, backend, settings,
+                                               face_index=fields.face))
+        enrolment = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id)
     except TooManyRequests as exc:
         text = f"Too many attempts from your address. Please try again in {exc.retry_after} seconds."
         return _error(context, values, data, exc, text, wants_json)
@@ -115,6 +121,18 @@ def enrolled(slug: str, token: str, uow: UoW, settings: SettingsDep, updated: bo
     if event is None or runner is None or runner.event_id != event.id:
         return message("Link not valid", "This link is not valid, or the data it pointed to has been deleted.", 404)
     return page("enrolled.html", **event_context(uow, event), runner=runner, gallery=f"/g/{token}", updated=updated)
+
+
+def _event_context(open_uow: UowFactory, slug: str) -> dict | None:
+    with open_uow() as uow:
+        event = _event(uow, slug)
+        return event_context(uow, event) if event else None
+
+
+def _enrol(open_uow: UowFactory, event_id: str, fields: RunnerCreate, face: FaceResult,
+           model_id: str) -> runner_service.Enrolment:
+    with open_uow() as uow:
+        return runner_service.enrol(uow, event_id, fields, face, model_id)
 
 
 def _selfie_bytes(form, max_bytes: int) -> bytes:

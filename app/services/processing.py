@@ -2,6 +2,16 @@
 
 Runs outside any request. The CNN work happens between two short transactions, so no database
 lock is held while a network runs: claim (commit) -> analyse -> store results (commit).
+
+What can go wrong, and what follows:
+- the file is not a readable image (ImageDecodeError): `failed` at once, with the reason;
+- anything else raised while reading, analysing or storing one photo (an OpenCV or torch error,
+  an S3 error, a bug): that photo's attempt is recorded. It goes back to `pending`, showing the
+  error, and the sweeper queues it again after stale_after; after `photo_max_attempts` it is
+  `failed` with the reason. The other photos of the task are not held back: when the networks
+  raise for a batch, its photos are analysed again one by one;
+- the database or broker is down: the task raises and Celery retries it (the claim is the
+  task's own, so the retry takes it back).
 """
 
 from __future__ import annotations
@@ -13,13 +23,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import Face, Photo
-from app.db.session import TaskSender, unit_of_work
+from app.db.session import TaskSender, UnitOfWork, unit_of_work
 from app.services import matching
 from app.services import photos as photo_service
+from app.services import webhooks
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image, render_jpeg
 from models.pipeline import FaceResult, analyse_images
@@ -37,6 +49,12 @@ class ProcessingContext:
     store: PhotoStore
     backend: FaceBackend
     sender: TaskSender
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    storage_key: str
+    event_id: str
 
 
 def _decode(store: PhotoStore, key: str, max_pixels: int) -> Image.Image:
@@ -58,59 +76,117 @@ def face_rows(photo_id: str, event_id: str, model_id: str, results: list[FaceRes
     ]
 
 
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def analyse_batch(images: dict[str, Image.Image], ctx: ProcessingContext) -> dict[str, list[FaceResult] | Exception]:
+    """Faces per photo, the batch through the networks together; if the batch raises, each photo
+    alone, so one bad image costs only its own result."""
+    settings = ctx.settings
+
+    def analyse(ids: list[str]) -> list[list[FaceResult]]:
+        return analyse_images([images[i] for i in ids], ctx.backend, detect_long_side=settings.detect_long_side,
+                              min_face_px=settings.min_face_px)
+
+    ids = list(images)
+    try:
+        return dict(zip(ids, analyse(ids)))
+    except Exception as exc:
+        if len(ids) == 1:
+            return {ids[0]: exc}
+        log.warning("a batch of %d photos failed (%s); analysing them one by one", len(ids), describe(exc))
+    results: dict[str, list[FaceResult] | Exception] = {}
+    for photo_id in ids:
+        try:
+            results[photo_id] = analyse([photo_id])[0]
+        except Exception as exc:
+            results[photo_id] = exc
+    return results
+
+
 def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str) -> dict[str, str]:
     """Process the given photos (one batch through the networks); returns each one's outcome."""
     settings = ctx.settings
     stale_after = timedelta(seconds=settings.stale_after_s)
     with unit_of_work(ctx.make_session) as uow:
-        claimed = {}
+        claimed: dict[str, _Claimed] = {}
         for photo_id in photo_ids:
-            photo = photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=stale_after)
+            photo = photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=stale_after,
+                                              max_attempts=settings.photo_max_attempts)
             if photo is not None:
-                claimed[photo.id] = (photo.storage_key, photo.event_id)
+                claimed[photo.id] = _Claimed(photo.storage_key, photo.event_id)
     outcomes = {pid: "skipped" for pid in photo_ids if pid not in claimed}
 
     images: dict[str, Image.Image] = {}
-    for photo_id, (key, _) in claimed.items():
+    for photo_id, photo in claimed.items():
         try:
-            images[photo_id] = _decode(ctx.store, key, settings.max_image_pixels)
+            images[photo_id] = _decode(ctx.store, photo.storage_key, settings.max_image_pixels)
         except ImageDecodeError as exc:
-            _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
-            outcomes[photo_id] = "failed"
+            outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
+        except Exception as exc:  # e.g. the object store answering an error
+            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
 
-    ids = list(images)
-    results = analyse_images([images[i] for i in ids], ctx.backend,
-                             detect_long_side=settings.detect_long_side,
-                             min_face_px=settings.min_face_px)
-    for photo_id, faces in zip(ids, results):
+    analysed = analyse_batch(images, ctx) if images else {}
+    for photo_id, faces in analysed.items():
         image = images.pop(photo_id)
-        event_id = claimed[photo_id][1]
-        preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
-        thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
-        ctx.store.put_bytes(preview_key, render_jpeg(image, PREVIEW_LONG_SIDE))
-        ctx.store.put_bytes(thumb_key, render_jpeg(image, THUMB_LONG_SIDE))
-        with unit_of_work(ctx.make_session, ctx.sender) as uow:
-            photo = uow.session.get(Photo, photo_id)
-            if photo is None:  # deleted (DELETE /photos or /events) while the networks ran
-                ctx.store.delete(preview_key)
-                ctx.store.delete(thumb_key)
-                outcomes[photo_id] = "deleted"
-                continue
-            if photo.claimed_by != task_id:  # our claim went stale and another task took over
-                outcomes[photo_id] = "lost_claim"
-                continue
-            photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, faces))
-            photo_service.mark_done(uow, photo, width=image.width, height=image.height,
-                                    preview_key=preview_key, thumb_key=thumb_key)
-            matching.on_photo_done(uow, photo)  # its faces against the event's runners
-        outcomes[photo_id] = "done"
+        if isinstance(faces, Exception):
+            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, faces)
+            continue
+        try:
+            outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id].event_id, image, faces, task_id)
+        except OperationalError:
+            raise  # the database is down: Celery retries the task, which takes its claims back
+        except Exception as exc:
+            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
     return outcomes
 
 
-def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
-    with unit_of_work(ctx.make_session) as uow:
-        photo = uow.session.get(Photo, photo_id)  # None: deleted meanwhile (its file with it)
-        if photo is not None and photo.claimed_by == task_id:
-            photo_service.mark_failed(uow, photo, error)
-    log.info("photo %s failed: %s", photo_id, error)
+def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, image: Image.Image,
+                   faces: list[FaceResult], task_id: str) -> str:
+    preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
+    thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
+    ctx.store.put_bytes(preview_key, render_jpeg(image, PREVIEW_LONG_SIDE))
+    ctx.store.put_bytes(thumb_key, render_jpeg(image, THUMB_LONG_SIDE))
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        # first statement: the conditional write that proves the claim is still ours
+        photo = photo_service.mark_done(uow, photo_id, task_id=task_id, width=image.width, height=image.height,
+                                        preview_key=preview_key, thumb_key=thumb_key)
+        if photo is None:
+            if uow.session.get(Photo, photo_id) is None:  # deleted (DELETE /photos or /events) meanwhile
+                ctx.store.delete(preview_key)
+                ctx.store.delete(thumb_key)
+                return "deleted"
+            return "lost_claim"  # our claim went stale and another task took over
+        photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, faces))
+        matching.on_photo_done(uow, photo)  # its faces against the event's runners (locks the event)
+        webhooks.photos_finished(uow, event_id)
+    return "done"
 
+
+def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> str:
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        ours = photo_service.mark_failed(uow, photo_id, task_id=task_id, error=error)
+        if ours:
+            _failed_photo_finished(uow, photo_id)
+    log.info("photo %s failed: %s", photo_id, error)
+    return "failed" if ours else "lost_claim"
+
+
+def _attempt_failed(ctx: ProcessingContext, photo_id: str, task_id: str, exc: Exception) -> str:
+    log.error("photo %s: processing raised %s", photo_id, describe(exc), exc_info=exc)
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        status = photo_service.record_failed_attempt(uow, photo_id, task_id=task_id, error=describe(exc),
+                                                     max_attempts=ctx.settings.photo_max_attempts)
+        if status == "failed":
+            _failed_photo_finished(uow, photo_id)
+    if status == "failed":
+        return "failed"
+    return "retry_later" if status == "pending" else "lost_claim"
+
+
+def _failed_photo_finished(uow: UnitOfWork, photo_id: str) -> None:
+    """A photo failed for good: the event may now be fully processed (webhook `event.processed`)."""
+    event_id = uow.session.get(Photo, photo_id).event_id
+    matching.lock_event(uow, event_id)  # serialise with other photos finishing
+    webhooks.photos_finished(uow, event_id)
