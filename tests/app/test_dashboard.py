@@ -284,3 +284,24 @@ def test_uploads_abandoned_for_a_week_are_dropped_with_their_pieces(app, signed_
     assert signed_in.get(f"{base}/{ids[0]}").status_code == 404
     assert signed_in.get(f"{base}/{ids[1]}").json()["offset"] == 100
     assert not app.state.store.exists(f"events/{event_id}/uploads/{ids[0]}/{0:015d}")
+
+
+def test_resend_and_delete_a_runner_from_the_runners_page(app, signed_in):
+    from app.db import Runner
+    from app.db.session import unit_of_work
+
+    event_id = new_event(signed_in, "Resend Run")
+    with unit_of_work(app.state.make_session) as uow:
+        runner = Runner(event_id=event_id, name="Ada Lovelace", email="ada@example.com")
+        uow.session.add(runner)
+        uow.session.flush()
+        runner_id = runner.id
+    page = signed_in.get(f"/dashboard/events/{event_id}/runners").text
+    assert f"/dashboard/events/{event_id}/runners/{runner_id}/notify" in page
+    resent = signed_in.post(f"/dashboard/events/{event_id}/runners/{runner_id}/notify", data={"csrf_token": csrf_of(page)})
+    assert resent.status_code == 200 and "Nothing new to e-mail" in resent.text  # no photos of her yet
+    other_event = new_event(signed_in, "Other Run")  # a runner is reached only through its own event
+    assert signed_in.post(f"/dashboard/events/{other_event}/runners/{runner_id}/delete",
+                          data={"csrf_token": csrf_of(page)}).status_code == 404
+    deleted = signed_in.post(f"/dashboard/events/{event_id}/runners/{runner_id}/delete", data={"csrf_token": csrf_of(page)})
+    assert deleted.status_code == 200 and "Runner deleted" in deleted.text and "ada@example.com" not in deleted.text
