@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.api import events, health, keys, notify, photos, runners, webhooks
 from app.api.openapi import install_openapi
+from app.browser_policy import BrowserPolicy
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
@@ -50,6 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        max_form_bytes=settings.max_file_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(BrowserPolicy, public_base_url=settings.public_base_url)  # every answer
+    # Outermost: the client address and scheme behind a trusted proxy, before anything uses them.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(photos.router, prefix=API_PREFIX)
@@ -65,7 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_docs.mount_docs_assets(app)
     install_openapi(app)
     dashboard.install(app)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    settings.signing_key  # noqa: B018 - create the embedded secret now, not in a request
+    settings.signing_keys  # noqa: B018 - create the embedded secret now, not in a request
     logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())
     return app

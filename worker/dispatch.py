@@ -1,14 +1,12 @@
-"""Task names and the sender the API and services use to queue them (by name: no task imports)."""
+"""The Celery side of app.jobs: a TaskSender that queues tasks by name (no task imports)."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-PROCESS_PHOTO = "finishline.process_photo"
-MATCH_RUNNER = "finishline.match_runner"
-SEND_RUNNER_EMAIL = "finishline.send_runner_email"
-SWEEP_STALE_WORK = "finishline.sweep_stale_work"
-DELIVER_WEBHOOK = "finishline.deliver_webhook"
+from app.jobs import (  # noqa: F401 (re-exported)
+    DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
+)
 
 
 class CelerySender:

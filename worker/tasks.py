@@ -17,6 +17,7 @@ from app.db.session import unit_of_work
 from app.services import chunked_uploads, matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
+from app.services import privacy
 from app.services import webhooks as webhook_service
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
@@ -61,6 +62,10 @@ def sweep_stale_work_task(self) -> int:
         hooks = webhook_service.sweep_stale_events(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session) as uow:
         chunked_uploads.expire_abandoned(uow, ctx.store)  # dashboard uploads left for a week
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        purged = privacy.purge_expired_events(uow)
+    if purged:
+        log.warning("retention: face templates of events %s deleted", ", ".join(purged))
     if photos.requeued or photos.failed or deliveries.requeued or deliveries.uncertain or runners or hooks:
         log.warning("sweeper: re-queued %d photos, %d runners to match, %d e-mails and %d webhook events; "
                     "%d photos failed (attempts used up); %d e-mails uncertain", len(photos.requeued),

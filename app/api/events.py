@@ -12,6 +12,7 @@ from app.schemas.event import EventCreate, EventOut, EventPage, EventStatsOut, E
 from app.services import access
 from app.services import events as event_service
 from app.services import matching as matching_service
+from app.services import privacy
 
 router = APIRouter(tags=["events"])
 
@@ -20,7 +21,9 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
     stats = event_service.event_stats(uow, event.id)
     return EventOut(
         id=event.id, name=event.name, slug=event.slug, starts_on=event.starts_on,
-        match_threshold=event.match_threshold, created_at=event.created_at,
+        match_threshold=event.match_threshold, retention_days=event.retention_days,
+        biometrics_expire_at=privacy.biometrics_expire_at(event),
+        biometrics_purged_at=event.biometrics_purged_at, created_at=event.created_at,
         selfie_url=f"{public_base_url}/e/{event.slug}", stats=EventStatsOut(**stats.__dict__),
     )
 
@@ -31,7 +34,8 @@ def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: Cal
     access.require_organiser(caller)
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
     event = event_service.create_event(uow, organisation_id=caller.organisation_id, name=body.name,
-                                       starts_on=body.starts_on, match_threshold=threshold)
+                                       starts_on=body.starts_on, match_threshold=threshold,
+                                       retention_days=body.retention_days or settings.retention_days)
     return event_out(uow, event, settings.public_base_url)
 
 

@@ -13,6 +13,7 @@ from app.face_backend import load_face_backend
 from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut, RunnerPage
 from app.services import access
 from app.services import gallery as gallery_service
+from app.services import privacy
 from app.services import runners as runner_service
 
 router = APIRouter(tags=["runners"])
@@ -44,9 +45,9 @@ def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: A
     backend = load_face_backend(settings)
     face = runner_service.analyse_selfie(runner_service.read_selfie(selfie.file, settings.max_file_bytes),
                                          backend, settings, face_index=form.face)
+    consent = privacy.Consent.through_key(caller.key_id, form.consent_version)
     with open_uow() as uow:
-        enrolment = runner_service.enrol(uow, event.id, form, face, backend.model_id,
-                                         enrolled_by_key_id=caller.key_id)
+        enrolment = runner_service.enrol(uow, event.id, form, face, backend.model_id, consent)
         if not enrolment.created:
             response.status_code = 200
         return runner_out(uow, enrolment.runner, settings)
@@ -83,6 +84,7 @@ def list_matches(runner_id: str, uow: UoW, caller: CallerDep, limit: Annotated[i
 
 @router.delete("/runners/{runner_id}", status_code=204, summary="Delete a runner and all their data",
                responses=api_errors("runner_not_found"))
-def delete_runner(runner_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
-    runner_service.delete_runner(uow, store, access.get_runner(uow, caller, runner_id).id)
+def delete_runner(runner_id: str, uow: UoW, store: StoreDep, settings: SettingsDep, caller: CallerDep) -> Response:
+    runner_service.delete_runner(uow, store, access.get_runner(uow, caller, runner_id).id,
+                                 outbox_dir=settings.outbox_dir)
     return Response(status_code=204)

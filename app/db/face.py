@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import JSON, Float, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,8 +23,11 @@ class Face(IdMixin, Base):
     score: Mapped[float] = mapped_column(Float)
     size_px: Mapped[float] = mapped_column(Float)  # the box's smaller side, for tuning the size gate
     landmarks: Mapped[list] = mapped_column(JSON)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, L2-normalised; None once purged
     model_id: Mapped[str] = mapped_column(String(100))  # never compare vectors of different models
+    # Set when the runner this face matched erased their data: it is never handed to anyone else.
+    # A mark, not a template: nothing about the erased person's face is kept.
+    excluded_at: Mapped[datetime | None]
 
     @property
     def box(self) -> list[float]:

@@ -22,7 +22,7 @@ class Match(IdMixin, Base):
     runner_id: Mapped[str] = mapped_column(ForeignKey("runners.id", ondelete="CASCADE"))
     photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))
     face_id: Mapped[str] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"))
-    similarity: Mapped[float] = mapped_column(Float)
+    similarity: Mapped[float | None] = mapped_column(Float)  # None once the event's biometrics are purged
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

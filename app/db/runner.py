@@ -18,8 +18,11 @@ class Runner(IdMixin, Base):
     email: Mapped[str] = mapped_column(String(320))
     bib: Mapped[str | None] = mapped_column(String(40))
     consent_at: Mapped[datetime] = mapped_column(default=utcnow)
-    selfie_key: Mapped[str | None] = mapped_column(String(300))  # erased once embedded
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # What the runner agreed to: the consent text's version, and where they agreed ("page": our
+    # selfie form; "api": a partner site, whose key is `enrolled_by_key_id`).
+    consent_version: Mapped[str | None] = mapped_column(String(40))
+    consent_source: Mapped[str | None] = mapped_column(String(10))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once erased by retention
     model_id: Mapped[str | None] = mapped_column(String(100))
     unsubscribed_at: Mapped[datetime | None]
     # set once the runner was matched against the event's existing faces (MATCH_RUNNER); the

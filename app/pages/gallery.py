@@ -18,6 +18,7 @@ from app.errors import NotFound
 from app.pages.templating import PRIVATE_HEADERS, event_context, message, page
 from app.services import events as event_service
 from app.services import gallery as gallery_service
+from app.services import privacy
 from app.services import runners as runner_service
 
 router = APIRouter(include_in_schema=False)
@@ -37,7 +38,8 @@ def show_gallery(token: str, uow: UoW, settings: SettingsDep, removed: str | Non
     restored_back = restored is not None and any(item.photo.id == restored for item in items)
     return page("gallery.html", **event_context(uow, event), runner=runner, items=items, base=f"/g/{token}",
                 delete_url=gallery_service.delete_url(settings, runner.id), removed=removed,
-                restored=restored, restored_back=restored_back)
+                restored=restored, restored_back=restored_back,
+                biometrics_expire_at=privacy.biometrics_expire_at(event), purged=event.biometrics_purged_at)
 
 
 @router.get("/g/{token}/p/{photo_id}", response_class=HTMLResponse)
@@ -121,7 +123,7 @@ def delete_data(token: str, uow: UoW, settings: SettingsDep, store: StoreDep) ->
     except NotFound:
         return message(*GONE, status_code=404)
     event = event_service.get_event(uow, runner.event_id)
-    runner_service.delete_runner(uow, store, runner.id)
+    runner_service.delete_runner(uow, store, runner.id, outbox_dir=settings.outbox_dir)
     return message("Your data is deleted", "Your face template, your matches and your gallery are gone. "
                    "We will not e-mail you about these photos again.", **event_context(uow, event))
 

@@ -30,6 +30,7 @@ from app.services import branding
 from app.services import events as event_service
 from app.services import gallery as gallery_service
 from app.services import runners as runner_service
+from app.services.privacy import CONSENT_VERSION, Consent
 from app.services.tokens import make_token
 from models.pipeline import FaceResult
 
@@ -54,7 +55,7 @@ def selfie_form(slug: str, uow: UoW) -> HTMLResponse:
     event = _event(uow, slug)
     if event is None:
         return message(*NO_EVENT, status_code=404)
-    return page("selfie.html", **event_context(uow, event), values={}, error=None)
+    return page("selfie.html", **event_context(uow, event), values={}, error=None, consent_version=CONSENT_VERSION)
 
 
 @router.get("/e/{slug}/brand.css")
@@ -82,23 +83,26 @@ async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, setti
     if context is None:
         return message(*NO_EVENT, status_code=404)
     event = context["event"]
+    try:
+        limit_public_form(request, scope=event.id)  # before the body is read: a refusal costs no upload
+    except TooManyRequests as exc:
+        text = f"Too many attempts from your address. Please try again in {exc.retry_after} seconds."
+        response = _error(context, {}, b"", exc, text, wants_json)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     # the kept selfie travels back base64-encoded in a text field, hence the larger part size
     form = await request.form(max_files=2, max_fields=12, max_part_size=8 * 2**20)
-    values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "face")}
+    values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "face", "consent_version")}
     values["consent"] = bool(form.get("consent"))
     data = b""
     try:
-        # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
-        limit_public_form(request)
         fields = _parse_fields(values)
         data = await run_in_threadpool(_selfie_bytes, form, settings.max_file_bytes)
         backend = await run_in_threadpool(load_face_backend, settings)
         face = await run_in_threadpool(partial(runner_service.analyse_selfie, data, backend, settings,
                                                face_index=fields.face))
-        enrolment = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id)
-    except TooManyRequests as exc:
-        text = f"Too many attempts from your address. Please try again in {exc.retry_after} seconds."
-        return _error(context, values, data, exc, text, wants_json)
+        consent = Consent.on_page(fields.consent_version)
+        enrolment = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id, consent)
     except AppError as exc:
         return _error(context, values, data, exc, exc.detail, wants_json)
     finally:
@@ -130,9 +134,9 @@ def _event_context(open_uow: UowFactory, slug: str) -> dict | None:
 
 
 def _enrol(open_uow: UowFactory, event_id: str, fields: RunnerCreate, face: FaceResult,
-           model_id: str) -> runner_service.Enrolment:
+           model_id: str, consent: Consent) -> runner_service.Enrolment:
     with open_uow() as uow:
-        return runner_service.enrol(uow, event_id, fields, face, model_id)
+        return runner_service.enrol(uow, event_id, fields, face, model_id, consent)
 
 
 def _selfie_bytes(form, max_bytes: int) -> bytes:
@@ -158,6 +162,7 @@ def _error(context: dict, values: dict, selfie: bytes, exc: AppError, text: str,
         return JSONResponse({"error": text, "code": exc.code, "field": field, "faces": choices},
                             status_code=exc.status, headers=headers)
     return page("selfie.html", exc.status, **context, values=values, error=text, error_field=field,
+                consent_version=CONSENT_VERSION,
                 kept_selfie=selfie_images.kept_selfie(selfie), faces=choices)
 
 

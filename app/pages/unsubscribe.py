@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import SettingsDep, UoW
+from app.pages.templating import page
 from app.services import notify as notify_service
 from app.pages.templating import page
 from app.services.tokens import read_token
@@ -20,11 +21,11 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/u/{token}", response_class=HTMLResponse)
 def confirm_unsubscribe(token: str, settings: SettingsDep) -> HTMLResponse:
-    read_token(settings.signing_key, "unsubscribe", token)  # a bad link is a 404, not a button
+    read_token(settings.signing_keys, "unsubscribe", token)  # a bad link is a 404, not a button
     return page("unsubscribe.html", done=False)
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
 def unsubscribe(token: str, uow: UoW, settings: SettingsDep) -> HTMLResponse:
-    notify_service.unsubscribe(uow, read_token(settings.signing_key, "unsubscribe", token))
+    notify_service.unsubscribe(uow, read_token(settings.signing_keys, "unsubscribe", token))
     return page("unsubscribe.html", done=True)

@@ -25,12 +25,17 @@ EXAMPLE_EVENT = {"id": "0190c7a35b2e4f00a1b2c3d4e5", "name": "City Marathon 2026
                  "selfie_url": "https://photos.example.org/e/city-marathon-2026-3fa9c1", "stats": EXAMPLE_STATS}
 
 
+RETENTION_DAYS = Field(None, ge=1, le=3650, description="Days after the event date (or creation) after "
+                       "which all face templates are deleted; galleries keep working.")
+
+
 class EventCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "City Marathon 2026", "starts_on": "2026-04-26"}]})
 
     name: PlainText = Field(min_length=1, max_length=200)
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    retention_days: int | None = RETENTION_DAYS
 
 
 class EventUpdate(BaseModel):
@@ -39,6 +44,7 @@ class EventUpdate(BaseModel):
     name: PlainText | None = Field(None, min_length=1, max_length=200)
     starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    retention_days: int | None = RETENTION_DAYS
 
 
 class EventStatsOut(BaseModel):
@@ -66,6 +72,9 @@ class EventOut(BaseModel):
     slug: str
     starts_on: date | None
     match_threshold: float
+    retention_days: int
+    biometrics_expire_at: datetime
+    biometrics_purged_at: datetime | None
     created_at: datetime
     selfie_url: str
     stats: EventStatsOut

@@ -18,7 +18,7 @@ EXAMPLE_MATCH = {"photo_id": "0190c7a39f02d1e3c4b5a69788", "face_id": "0190c7a3a
 def _form_schema(schema: dict) -> None:
     schema["required"] = [*schema.get("required", []), "consent"]
     # A form field is text or absent, never null: show optional fields by their type alone.
-    for name in ("bib", "face"):
+    for name in ("bib", "face", "consent_version"):
         field = schema["properties"][name]
         typed = [s for s in field.pop("anyOf") if s.get("type") != "null"]
         field.update(typed[0])
@@ -39,6 +39,8 @@ class RunnerCreate(BaseModel):
     consent: bool = Field(False, description="Must be `true`: the runner agrees that their selfie is used to "
                                              "find them in the event's photos",
                           json_schema_extra={"const": True})
+    consent_version: PlainText | None = Field(None, max_length=40, examples=["2026-04"], description=(
+        "the version of the consent text the runner was shown (a partner site's own, through the API)"))
     face: int | None = Field(None, ge=0, le=100, description=(
         "after a `multiple_faces` answer: the `index` of your face; send the same selfie again"))
 
@@ -75,8 +77,8 @@ class MatchOut(BaseModel):
 
     photo_id: str
     face_id: str
-    similarity: float = Field(description="Cosine similarity of the selfie and the face, at least the event's "
-                                          "`match_threshold`")
+    similarity: float | None = Field(description="Cosine similarity of the selfie and the face, at least the event's "
+                                                 "`match_threshold`; null once the event's retention period has ended")
 
 
 class MatchList(BaseModel):

@@ -107,7 +107,10 @@ DEFAULT_RETENTION = "until you delete them, which you can do at any time from yo
 
 
 def privacy_retention(event: Event) -> str:
-    return event.privacy_retention or DEFAULT_RETENTION
+    if event.privacy_retention:
+        return event.privacy_retention
+    # the face templates also end with the event's retention period (app/services/privacy.py)
+    return f"{DEFAULT_RETENTION}, and the face templates {event.retention_days} days at most"
 
 
 def update_branding(event: Event, *, colour: str | None, privacy_controller: str | None,

@@ -24,8 +24,8 @@ from sqlalchemy import delete, select, update
 from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.services import events as event_service
-from app.services import webhooks
-from worker.dispatch import MATCH_RUNNER
+from app.jobs import MATCH_RUNNER
+from app.services import privacy, webhooks
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
@@ -127,11 +127,14 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
     """
     if not photo_ids:
         return
+    if event.biometrics_purged_at is not None:  # retention over: no templates left to compare
+        privacy.keep_stored_matches(uow, photo_ids)
+        return
     runner_sets = {} if runner_sets is None else runner_sets
     session = uow.session
     faces = session.execute(
         select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
-        .where(Face.photo_id.in_(photo_ids)).order_by(Face.photo_id, Face.id)
+        .where(Face.photo_id.in_(photo_ids), privacy.matchable_faces()).order_by(Face.photo_id, Face.id)
     ).all()
     rejected = set(session.execute(
         select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
@@ -205,7 +208,8 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
         return 0  # deleted meanwhile
     event = lock_event(uow, runner.event_id)
     rows = uow.session.execute(
-        select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == runner.model_id)
+        select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == runner.model_id,
+                                                    privacy.matchable_faces())
     ).all()
     vector = np.frombuffer(runner.embedding, dtype=np.float32)
     photos = np.array([r.photo_id for r in rows], object)
@@ -250,7 +254,8 @@ _UNSET = object()
 
 
 def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
-                 starts_on: date | None | object = _UNSET, match_threshold: float | None = None) -> Event:
+                 starts_on: date | None | object = _UNSET, match_threshold: float | None = None,
+                 retention_days: int | None = None) -> Event:
     """Edit an event; a new threshold recomputes all its matches in this transaction.
 
     It lives here, not in the events service, because the threshold is the part with rules.
@@ -260,6 +265,8 @@ def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
         event.name = name
     if starts_on is not _UNSET:
         event.starts_on = starts_on  # type: ignore[assignment]
+    if retention_days is not None:
+        event.retention_days = retention_days
     if match_threshold is not None and match_threshold != event.match_threshold:
         event.match_threshold = match_threshold
         uow.session.flush()

@@ -11,7 +11,7 @@ from app.db import Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
 from app.errors import Conflict, NotFound
 from app.storage import PhotoStore
-from worker.dispatch import PROCESS_PHOTO
+from app.jobs import PROCESS_PHOTO
 
 
 def get_photo(uow: UnitOfWork, photo_id: str) -> Photo:

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import Face, Photo
-from app.db.session import TaskSender, UnitOfWork, unit_of_work
+from app.db.session import UnitOfWork, unit_of_work
+from app.jobs import TaskSender
 from app.services import matching
 from app.services import photos as photo_service
 from app.services import webhooks

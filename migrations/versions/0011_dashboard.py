@@ -1,14 +1,14 @@
 """dashboard: event branding and privacy text, resumable upload sessions, sign-in sessions
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0011'
-down_revision = '0007'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -96,7 +96,8 @@ def create_event(uow: UoW, settings: SettingsDep, who: PostDep, name: Annotated[
                     values={"name": name, "starts_on": starts_on},
                     default_threshold=settings.default_match_threshold)
     event = event_service.create_event(uow, organisation_id=who.caller.organisation_id, name=name.strip(),
-                                       starts_on=day, match_threshold=threshold)
+                                       starts_on=day, match_threshold=threshold,
+                                       retention_days=settings.retention_days)
     return _back(event.id, done="created")
 
 
