@@ -49,7 +49,7 @@ def fill(driver, *, name: str, email: str, bib: str, selfie, consent: bool = Tru
 
 @pytest.fixture
 def photos_event(world):
-    event = world.event(name="Harbour Half Marathon", starts_on="2026-04-12")
+    event = world.event(name="Harbour Half Marathon", starts_on="2027-04-11")
     photo_ids = world.upload(event["id"], EVENT_PHOTOS)
     world.process(list(photo_ids.values()))
     return world, event, photo_ids
@@ -69,7 +69,7 @@ def test_runner_pages_in_a_browser(photos_event, viewport, tmp_path):
     with live_server(world.app) as base, chromium(viewport, tmp_path / "profile") as driver:
         driver.get(f"{base}/e/{event['slug']}")
         assert "Harbour Half Marathon" in driver.find_element(By.CLASS_NAME, "brand-name").text
-        assert "Sunday 12 April 2026" in driver.find_element(By.CLASS_NAME, "brand-date").text
+        assert "Sunday 11 April 2027" in driver.find_element(By.CLASS_NAME, "brand-date").text
         assert not driver.find_element(By.ID, "consent").is_selected()  # consent is never pre-ticked
         assert driver.find_element(By.ID, "selfie").get_attribute("capture") == "user"
         check_page(driver, "selfie")
