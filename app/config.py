@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(60 * 2**20, validation_alias=_env("FINISHLINE_MAX_FILE_BYTES"))
     max_request_bytes: int = Field(4 * 2**30, validation_alias=_env("FINISHLINE_MAX_REQUEST_BYTES"))
     max_image_pixels: int = Field(120_000_000, validation_alias=_env("FINISHLINE_MAX_IMAGE_PIXELS"))
+    # the dashboard uploads in pieces of this size; a dropped connection costs at most one piece
+    upload_chunk_bytes: int = Field(8 * 2**20, ge=64 * 2**10, le=32 * 2**20,
+                                    validation_alias=_env("FINISHLINE_UPLOAD_CHUNK_BYTES"))
     max_files_per_request: int = Field(5000, validation_alias=_env("FINISHLINE_MAX_FILES_PER_REQUEST"))
     # Zip bombs: total bytes one zip may expand to, and the highest compression ratio of a member
     # (JPEGs barely compress; 1000:1 is a run of zeros).

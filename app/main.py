@@ -16,7 +16,7 @@ from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import FORM_OVERHEAD_BYTES, BodySizeLimit
-from app.pages import api_docs, bib_search, gallery, selfie, unsubscribe
+from app.pages import api_docs, bib_search, dashboard, gallery, selfie, unsubscribe
 from app.pages.templating import STATIC_DIR
 from app.storage import make_store
 from worker.celery_app import create_celery
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_docs.router)
     api_docs.mount_docs_assets(app)
     install_openapi(app)
+    dashboard.install(app)
     settings.signing_keys  # noqa: B018 - create the embedded secret now, not in a request
     logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())
     return app

@@ -32,3 +32,16 @@ def make_zip(entries: dict[str, bytes]) -> bytes:
             else:
                 archive.writestr(name, data)
     return out.getvalue()
+
+
+def noise_jpeg(seed: int = 0, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A real JPEG of random pixels (no face in it), different for each seed."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()

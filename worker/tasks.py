@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
 
 from app.db.session import unit_of_work
-from app.services import matching
+from app.services import chunked_uploads, matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
 from app.services import privacy
@@ -62,6 +62,8 @@ def sweep_stale_work_task(self) -> int:
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         hooks = webhook_service.sweep_stale_events(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session) as uow:
+        chunked_uploads.expire_abandoned(uow, ctx.store)  # dashboard uploads left for a week
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
         purged = privacy.purge_expired_events(uow)
     if purged:
         log.warning("retention: face templates of events %s deleted", ", ".join(purged))

@@ -29,3 +29,8 @@ class Event(IdMixin, Base):
     # The newest photo id when `event.processed` was last emitted: it is emitted again only once
     # newer photos have all finished (app/services/webhooks.py).
     processed_through: Mapped[str | None] = mapped_column(String(32))
+    # What the runner pages show (dashboard settings); empty means the neutral defaults.
+    brand_colour: Mapped[str | None] = mapped_column(String(7))  # "#rrggbb"
+    logo_key: Mapped[str | None] = mapped_column(String(300))  # in the photo store
+    privacy_controller: Mapped[str | None] = mapped_column(String(300))  # who holds the runners' data
+    privacy_retention: Mapped[str | None] = mapped_column(String(300))  # for how long

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from app.api.deps import SettingsDep, UoW
 from app.pages.templating import page
 from app.services import notify as notify_service
+from app.pages.templating import page
 from app.services.tokens import read_token
 
 router = APIRouter(include_in_schema=False)

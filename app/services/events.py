@@ -117,3 +117,4 @@ def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
         emails_failed=emails.get("failed", 0),
         emails_uncertain=emails.get("uncertain", 0),
     )
+

@@ -11,12 +11,13 @@ from __future__ import annotations
 import posixpath
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.config import Settings
-from app.db import Event, Match, MatchRejection, Photo, Runner
+from app.db import Event, Face, Match, MatchRejection, Photo, Runner
 from app.db.session import UnitOfWork
 from app.errors import NotFound
 from app.services import matching, tokens
@@ -55,6 +56,26 @@ def matched_photos(uow: UnitOfWork, runner: Runner) -> list[Photo]:
     ))
 
 
+@dataclass(frozen=True)
+class GalleryItem:
+    photo: Photo
+    box: list[float]  # the runner's face in it, original pixels
+    faces: int  # faces in the photo: on a group photo the page marks whose is theirs
+
+
+def gallery_items(uow: UnitOfWork, runner: Runner) -> list[GalleryItem]:
+    """The runner's photos, best match first, each with where their face is (to mark it)."""
+    rows = uow.session.execute(
+        select(Photo, Face).join(Match, Match.photo_id == Photo.id).join(Face, Face.id == Match.face_id)
+        .where(Match.runner_id == runner.id).order_by(Match.similarity.desc(), Photo.id)
+    ).all()
+    counts = dict(uow.session.execute(
+        select(Face.photo_id, func.count()).where(Face.photo_id.in_([p.id for p, _ in rows]))
+        .group_by(Face.photo_id)
+    ).all()) if rows else {}
+    return [GalleryItem(photo, face.box, counts.get(photo.id, 1)) for photo, face in rows]
+
+
 def matched_photo(uow: UnitOfWork, runner: Runner, photo_id: str) -> Photo:
     photo = uow.session.scalar(
         select(Photo).join(Match, Match.photo_id == Photo.id)
@@ -84,6 +105,18 @@ def reject_photo(uow: UnitOfWork, runner: Runner, photo_id: str) -> None:
 def _rejected(uow: UnitOfWork, runner: Runner, photo_id: str) -> bool:
     return uow.session.scalar(select(MatchRejection.id).where(
         MatchRejection.runner_id == runner.id, MatchRejection.photo_id == photo_id)) is not None
+
+
+def undo_reject(uow: UnitOfWork, runner: Runner, photo_id: str) -> None:
+    """Undo 'Not me': the photo is matched afresh, so it comes back if the face is still theirs."""
+    rejection = uow.session.scalar(select(MatchRejection).where(
+        MatchRejection.runner_id == runner.id, MatchRejection.photo_id == photo_id))
+    if rejection is None:  # never rejected, or a twin request already undid it
+        raise NotFound("Nothing to undo for this photo.", code="photo_not_found")
+    event = matching.lock_event(uow, runner.event_id)
+    uow.session.delete(rejection)
+    uow.session.flush()
+    matching.rematch_photos(uow, event, [photo_id])
 
 
 def download_name(photo: Photo) -> str:

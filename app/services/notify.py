@@ -393,3 +393,32 @@ def sweep_stale_deliveries(uow: UnitOfWork, *, stale_after: timedelta, limit: in
         _mark_uncertain(delivery, "the worker stopped while sending; it may have been delivered, "
                                   "so it is not resent automatically")
     return SweepResult(lost, [d.id for d in stuck])
+
+
+@dataclass(frozen=True)
+class SendPreview:
+    messages: int  # e-mails `notify_event` would queue now
+    photos: int  # new photos they announce in all
+    sample_runner_id: str | None  # whose e-mail the dashboard renders as a sample
+
+
+def preview_event(uow: UnitOfWork, event_id: str) -> SendPreview:
+    new = _unannounced(uow, Runner.event_id == event_id, blocking=OPEN)
+    sample = max(new, key=lambda runner_id: len(new[runner_id])) if new else None
+    return SendPreview(len(new), sum(len(ids) for ids in new.values()), sample)
+
+
+def sample_email(uow: UnitOfWork, settings: Settings, runner_id: str) -> EmailMessage:
+    """The e-mail this runner would get now (or a reminder of all their photos), not sent."""
+    runner = uow.session.get(Runner, runner_id)
+    if runner is None:
+        raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")
+    event = event_service.get_event(uow, runner.event_id)
+    new = _unannounced(uow, Runner.id == runner_id, blocking=OPEN).get(runner_id, [])
+    total = uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
+    links = runner_links(settings, runner_id)
+    return build_message(RunnerEmail(
+        runner_name=runner.name, runner_email=runner.email, event_name=event.name,
+        new_photos=len(new) or total, total_photos=total, thumbnails=[], gallery_url=links.gallery,
+        delete_url=links.delete, unsubscribe_url=links.unsubscribe, message_id="<sample@finishline.invalid>",
+    ), sender=settings.smtp_from)

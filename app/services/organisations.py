@@ -26,3 +26,10 @@ def get_by_slug(uow: UnitOfWork, slug: str) -> Organisation:
 
 def slugs_by_id(uow: UnitOfWork) -> dict[str, str]:
     return dict(uow.session.execute(select(Organisation.id, Organisation.slug)).all())
+
+
+def get_organisation(uow: UnitOfWork, organisation_id: str) -> Organisation:
+    organisation = uow.session.get(Organisation, organisation_id)
+    if organisation is None:
+        raise NotFound(f"No organisation with id {organisation_id!r}.", code="organisation_not_found")
+    return organisation

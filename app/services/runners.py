@@ -208,3 +208,12 @@ def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str, *, outbox_
     uow.session.execute(delete(Runner).where(Runner.id == runner_id).execution_options(synchronize_session=False))
     uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
     matching.rematch_photos(uow, event, photo_ids)
+
+
+def match_counts(uow: UnitOfWork, runner_ids: list[str]) -> dict[str, int]:
+    """Photos per runner for a page of runners, in one query."""
+    if not runner_ids:
+        return {}
+    rows = uow.session.execute(select(Match.runner_id, func.count()).where(Match.runner_id.in_(runner_ids))
+                               .group_by(Match.runner_id))
+    return {runner_id: 0 for runner_id in runner_ids} | dict(rows.all())

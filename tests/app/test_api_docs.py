@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.test_selfie_page_browser import CHROMEDRIVER, CHROMIUM
+from tests.app.browser import CHROMEDRIVER, CHROMIUM
 from tests.conftest import RecordingSender, live_server
 
 # The one policy for every page (COORDINATION.md; hardening-b's middleware sets it for the site).

@@ -80,14 +80,56 @@ def test_not_me_removes_a_photo_for_good(matched):
     world, photos, token = matched["world"], matched["photos"], matched["token"]
     response = world.client.post(f"/g/{token}/photos/{photos['a.jpg']}/not-me", headers={"Authorization": ""},
                                  follow_redirects=False)
-    assert response.status_code == 303 and response.headers["location"] == f"/g/{token}"
-    assert photos["a.jpg"] not in get(world, f"/g/{token}").text
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/g/{token}?removed={photos['a.jpg']}#undo"
+    page = get(world, f"/g/{token}?removed={photos['a.jpg']}").text
+    assert f'data-photo-id="{photos["a.jpg"]}"' not in page and 'id="undo-button"' in page
     assert get(world, f"/g/{token}/photos/{photos['a.jpg']}/original").status_code == 404
     event_url = f"/api/v1/events/{matched['event']['id']}"
     world.client.patch(event_url, json={"match_threshold": 0.3})  # recomputes everything twice
     world.client.patch(event_url, json={"match_threshold": matched["event"]["match_threshold"]})
     runner_id = matched["runner"]["id"]
     assert [m["photo_id"] for m in world.matches(runner_id)] == [photos["c.jpg"]]
+
+
+def test_not_me_can_be_undone(matched):
+    world, photos, token = matched["world"], matched["photos"], matched["token"]
+    world.client.post(f"/g/{token}/photos/{photos['a.jpg']}/not-me", headers={"Authorization": ""})
+    assert get(world, f"/g/{token}/photos/{photos['a.jpg']}/thumb").status_code == 404
+    undo = world.client.post(f"/g/{token}/photos/{photos['a.jpg']}/undo", headers={"Authorization": ""},
+                             follow_redirects=False)
+    assert undo.status_code == 303
+    page = get(world, undo.headers["location"]).text
+    assert f'data-photo-id="{photos["a.jpg"]}"' in page and "back in your gallery" in page
+    assert sorted(m["photo_id"] for m in world.matches(matched["runner"]["id"])) == sorted(
+        [photos["a.jpg"], photos["c.jpg"]])
+    # nothing left to undo: a second undo is a 404, not a crash
+    assert world.client.post(f"/g/{token}/photos/{photos['a.jpg']}/undo",
+                             headers={"Authorization": ""}).status_code == 404
+
+
+def test_images_are_cacheable_and_revalidate_with_304(matched):
+    world, photos, token = matched["world"], matched["photos"], matched["token"]
+    first = get(world, f"/g/{token}/photos/{photos['a.jpg']}/thumb")
+    assert first.status_code == 200 and first.content[:3] == b"\xff\xd8\xff"
+    assert "private" in first.headers["cache-control"] and "max-age=" in first.headers["cache-control"]
+    etag = first.headers["etag"]
+    again = world.client.get(f"/g/{token}/photos/{photos['a.jpg']}/thumb",
+                             headers={"Authorization": "", "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other_size = world.client.get(f"/g/{token}/photos/{photos['a.jpg']}/preview",
+                                  headers={"Authorization": "", "If-None-Match": etag})
+    assert other_size.status_code == 200  # an ETag belongs to one size
+
+
+def test_gallery_shows_the_event_and_a_grid_and_photo_pages(matched):
+    world, photos, token = matched["world"], matched["photos"], matched["token"]
+    page = get(world, f"/g/{token}").text
+    assert matched["event"]["name"] in page and 'class="photo-grid"' in page
+    assert f'href="/g/{token}/photos.zip"' in page and 'id="viewer"' in page
+    photo_page = get(world, f"/g/{token}/p/{photos['a.jpg']}")
+    assert photo_page.status_code == 200 and f"/g/{token}/photos/{photos['a.jpg']}/original" in photo_page.text
+    assert get(world, f"/g/{token}/p/{photos['d.jpg']}").status_code == 404  # not theirs
 
 
 def test_delete_link_confirms_then_erases(matched):

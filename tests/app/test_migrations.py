@@ -7,7 +7,8 @@ from sqlalchemy import create_engine, inspect
 from app.db.migrate import alembic_config, upgrade_to_head
 
 TABLES = {"events", "photos", "faces", "runners", "matches", "match_rejections", "deliveries",
-          "delivered_photos", "api_keys", "webhook_endpoints", "webhook_events", "webhook_deliveries"}
+          "delivered_photos", "api_keys", "webhook_endpoints", "webhook_events", "webhook_deliveries",
+          "upload_sessions", "dashboard_sessions"}
 
 
 def _check(url: str) -> None:

@@ -114,7 +114,9 @@ def test_selfie_page_enrols_and_explains_problems_in_words(world):
     anon = world.client
     page = anon.get(f"/e/{event['slug']}", headers={"Authorization": ""})
     assert page.status_code == 200 and "City Run" in page.text
-    assert re.search(r'<input type="checkbox" id="consent" name="consent" value="true"\s*>', page.text)  # not ticked
+    consent_box = re.search(r'<input type="checkbox" id="consent"[^>]*>', page.text).group(0)
+    assert "checked" not in consent_box  # consent is never pre-ticked
+    assert 'capture="user"' in page.text and 'accept="image/*"' in page.text
 
     def submit(selfie: bytes, **fields):
         data = {"name": "Ada Lovelace", "email": "ada@example.com", "bib": "77", "consent": "true", **fields}
@@ -124,9 +126,38 @@ def test_selfie_page_enrols_and_explains_problems_in_words(world):
     bad = submit(unusable_selfies(world.faces_dir)["no_face"])
     assert bad.status_code == 422 and "could not find a face" in bad.text
     assert 'value="Ada Lovelace"' in bad.text and 'value="ada@example.com"' in bad.text and 'value="77"' in bad.text
+    assert 'name="selfie_kept"' in bad.text  # the selfie comes back with the form
     no_consent = submit(jpeg(identity_image(world.faces_dir, "john_bolton", 1)), consent=None)
     assert no_consent.status_code == 422 and "tick the box" in no_consent.text
     good = submit(jpeg(identity_image(world.faces_dir, "john_bolton", 1)))
-    assert good.status_code == 200 and 'id="confirmation"' in good.text
+    assert good.status_code == 200 and 'id="confirmation"' in good.text and 'id="gallery-link"' in good.text
+    assert good.history[0].status_code == 303  # post/redirect/get: a refresh re-reads, never re-enrols
+    assert anon.get(str(good.url), headers={"Authorization": ""}).status_code == 200
     assert world.client.get(f"/api/v1/events/{event['id']}").json()["stats"]["runners"] == 1
     assert anon.get("/e/no-such-event").status_code == 404
+
+
+def test_selfie_page_keeps_the_selfie_and_answers_json_to_its_script(world):
+    event = world.event(name="Kept Run")
+    url, anon = f"/e/{event['slug']}", {"Authorization": ""}
+    selfie = jpeg(identity_image(world.faces_dir, "john_bolton", 1))
+    fields = {"name": "Ada", "email": "ada@example.com", "bib": ""}
+    refused = world.client.post(url, data=fields, files={"selfie": ("me.jpg", selfie, "image/jpeg")}, headers=anon)
+    assert refused.status_code == 422
+    kept = re.search(r'name="selfie_kept" id="selfie-kept" value="([^"]+)"', refused.text).group(1)
+    # the second attempt sends only the kept selfie (no file), as the re-rendered form does
+    enrolled = world.client.post(url, data={**fields, "consent": "true", "selfie_kept": kept}, headers=anon,
+                                 follow_redirects=False)
+    assert enrolled.status_code == 303 and enrolled.headers["location"].startswith(f"/e/{event['slug']}/done/")
+
+    as_json = {"Authorization": "", "Accept": "application/json"}
+    no_face = world.client.post(url, data={**fields, "consent": "true"}, headers=as_json,
+                                files={"selfie": ("x.jpg", unusable_selfies(world.faces_dir)["no_face"], "image/jpeg")})
+    assert no_face.status_code == 422
+    assert no_face.json()["code"] == "no_face" and no_face.json()["field"] == "selfie"
+    missing = world.client.post(url, data={**fields, "consent": "true"}, headers=as_json)
+    assert missing.status_code == 400 and missing.json()["code"] == "no_selfie"
+    again = world.client.post(url, data={**fields, "email": "bob@example.com", "consent": "true"}, headers=as_json,
+                              files={"selfie": ("me.jpg", selfie, "image/jpeg")})
+    assert again.status_code == 200 and again.json()["redirect"].startswith(f"/e/{event['slug']}/done/")
+    assert world.client.get(again.json()["redirect"], headers=anon).status_code == 200

@@ -1,0 +1,307 @@
+"""The dashboard over HTTP: sign-in, sessions, CSRF, events, resumable uploads, runners, sending."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.app.dashboard_helpers import PASSWORD, csrf_of, new_user, sign_in
+from tests.conftest import RecordingSender, migrated_settings
+from tests.images import noise_jpeg
+from worker.dispatch import PROCESS_PHOTO
+
+
+@pytest.fixture
+def app(tmp_path):
+    settings = migrated_settings(tmp_path / "data", upload_chunk_bytes=64 * 1024)
+    application = create_app(settings)
+    application.state.sender = RecordingSender()
+    return application
+
+
+@pytest.fixture
+def browser(app):
+    """An anonymous client (no API key): the dashboard is for people with a session cookie."""
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def signed_in(app, browser):
+    email = new_user(app.state.settings)
+    assert sign_in(browser, email).status_code == 303
+    return browser
+
+
+def new_event(client, name: str = "City Marathon", **fields) -> str:
+    page = client.get("/dashboard")
+    answer = client.post("/dashboard/events", data={"csrf_token": csrf_of(page.text), "name": name, **fields},
+                         follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    return answer.headers["location"].split("/")[3].split("?")[0]
+
+
+def test_the_dashboard_needs_a_session_and_signs_in_and_out(app, browser):
+    assert browser.get("/dashboard", follow_redirects=False).headers["location"] == "/login?next=/dashboard"
+    email = new_user(app.state.settings)
+    wrong = sign_in(browser, email, "not the password")
+    assert wrong.status_code == 401 and "Wrong e-mail address or password" in wrong.text
+    answer = sign_in(browser, email, next_path="/dashboard")
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard"
+    cookie = answer.headers["set-cookie"]
+    assert "fl_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    page = browser.get("/dashboard")
+    assert page.status_code == 200 and 'id="sign-out"' in page.text
+    stolen = browser.cookies.get("fl_session")
+    assert browser.post("/logout", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False).status_code == 303
+    # signing out ends the session on the server: a copied cookie no longer works
+    with TestClient(app, cookies={"fl_session": stolen}) as thief:
+        assert thief.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_sign_in_refuses_a_foreign_form_an_open_redirect_and_too_many_tries(app, browser):
+    email = new_user(app.state.settings)
+    browser.get("/login")
+    forged = browser.post("/login", data={"email": email, "password": PASSWORD, "login_token": "guess"})
+    assert forged.status_code == 403
+    assert sign_in(browser, email, next_path="https://evil.example/").headers["location"] == "/dashboard"
+    browser.cookies.clear()
+    codes = [sign_in(browser, email, "wrong").status_code for _ in range(9)]  # 10 tries with the one above
+    assert codes == [401] * 9
+    limited = sign_in(browser, email)  # even the right password waits now
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+
+
+def test_every_form_post_needs_the_csrf_token(signed_in):
+    assert signed_in.post("/dashboard/events", data={"name": "X"}).status_code == 403
+    assert signed_in.post("/dashboard/events", data={"name": "X", "csrf_token": "0" * 64}).status_code == 403
+    assert signed_in.post("/logout", follow_redirects=False).status_code == 403
+
+
+def test_events_list_links_each_event_by_name_and_another_organisation_sees_none(app, signed_in):
+    event_id = new_event(signed_in, "Harbour 10k", starts_on="2026-05-03", match_threshold="0.5")
+    page = signed_in.get("/dashboard").text
+    assert f'<a class="event-link" href="/dashboard/events/{event_id}">Harbour 10k</a>' in page
+    assert 'name="name"' in page and 'name="match_threshold"' in page
+    event_page = signed_in.get(f"/dashboard/events/{event_id}").text
+    assert re.search(r'<input type="file" id="files" name="files" multiple', event_page)
+    for field in ("photos", "photos_pending", "photos_processing", "photos_done", "photos_failed", "faces",
+                  "runners", "matches"):
+        assert f'data-stat="{field}"' in event_page
+    assert "<progress" in event_page
+    assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 0
+
+    other_email = new_user(app.state.settings, "other@example.com", org="other")
+    with TestClient(app) as other:
+        sign_in(other, other_email)
+        assert "Harbour 10k" not in other.get("/dashboard").text
+        assert other.get(f"/dashboard/events/{event_id}").status_code == 404
+        assert other.get(f"/dashboard/events/{event_id}/stats").status_code == 404
+
+
+def test_a_resumable_upload_survives_lost_pieces_and_goes_through_the_uploader(signed_in):
+    event_id = new_event(signed_in)
+    csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
+    headers = {"X-CSRF-Token": csrf}
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"km{i}/photo{i}.jpg", noise_jpeg(seed=i, size=(400, 300)))
+        zf.writestr("notes.txt", b"not a photo")
+    data = archive.getvalue()
+    base = f"/dashboard/events/{event_id}/uploads"
+    assert signed_in.post(base, json={"filename": "cam.zip", "size": len(data)}).status_code == 403  # no CSRF
+    started = signed_in.post(base, json={"filename": "cam.zip", "size": len(data)}, headers=headers).json()
+    chunk = started["chunk_bytes"]
+    assert started["offset"] == 0 and chunk == 64 * 1024
+    url = f"{base}/{started['id']}"
+    first = signed_in.put(f"{url}?offset=0", content=data[:chunk], headers=headers).json()
+    assert first["offset"] == chunk
+    # the reply was lost: the client sends the same piece again and is told where to carry on
+    again = signed_in.put(f"{url}?offset=0", content=data[:chunk], headers=headers)
+    assert again.status_code == 409 and again.json()["offset"] == chunk
+    # a new tab asks where it stopped, then sends the rest
+    offset = signed_in.get(url).json()["offset"]
+    while offset < len(data):
+        offset = signed_in.put(f"{url}?offset={offset}", content=data[offset:offset + chunk],
+                               headers=headers).json()["offset"]
+    state = signed_in.get(url).json()
+    assert state["status"] == "done", state
+    assert sorted(p["filename"] for p in state["result"]["photos"]) == [
+        "cam.zip/km0/photo0.jpg", "cam.zip/km1/photo1.jpg", "cam.zip/km2/photo2.jpg"]
+    assert [r["code"] for r in state["result"]["rejected"]] == ["unsupported_type"]
+    assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 3
+    assert "notes.txt" in signed_in.get(f"/dashboard/events/{event_id}").text  # refused files are listed
+    assert signed_in.put(f"{url}?offset=0", content=b"x", headers=headers).status_code == 409
+
+
+def test_upload_without_script_and_failed_photo_retry(app, signed_in):
+    from app.db import Photo
+    from app.db.session import unit_of_work
+
+    event_id = new_event(signed_in)
+    csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
+    files = [("files", ("a.jpg", noise_jpeg(seed=5), "image/jpeg")), ("files", ("b.gif", b"GIF89a", "image/gif"))]
+    answer = signed_in.post(f"/dashboard/events/{event_id}/photos", data={"csrf_token": csrf}, files=files)
+    assert answer.status_code == 200 and "b.gif" in answer.text
+    assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 1
+    with unit_of_work(app.state.make_session) as uow:
+        photo = uow.session.query(Photo).one()
+        photo.status, photo.error = "failed", "decoder ran out of memory"
+        photo_id = photo.id
+    page = signed_in.get(f"/dashboard/events/{event_id}").text
+    assert "decoder ran out of memory" in page
+    signed_in.post(f"/dashboard/events/{event_id}/photos/{photo_id}/retry", data={"csrf_token": csrf})
+    assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos_pending"] == 1
+    assert app.state.sender.sent[-1] == (PROCESS_PHOTO, (photo_id,))
+
+
+def test_settings_change_the_runner_pages(signed_in, tmp_path):
+    from PIL import Image
+
+    event_id = new_event(signed_in, "Lakeside Run")
+    page = signed_in.get(f"/dashboard/events/{event_id}/settings").text
+    logo = io.BytesIO()
+    Image.new("RGB", (800, 400), (250, 200, 0)).save(logo, "PNG")
+    answer = signed_in.post(f"/dashboard/events/{event_id}/settings", data={
+        "csrf_token": csrf_of(page), "name": "Lakeside Run 2026", "starts_on": "2026-09-13", "match_threshold": "0.5",
+        "brand_colour": "#ffd000", "privacy_controller": "Lakeside Events Ltd, privacy@lakeside.example",
+        "privacy_retention": "until 31 December 2026"}, files={"logo": ("logo.png", logo.getvalue(), "image/png")},
+        follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    slug = re.search(r'href="/e/([^"]+)">Selfie page', signed_in.get(f"/dashboard/events/{event_id}").text).group(1)
+    selfie = signed_in.get(f"/e/{slug}").text
+    assert "Lakeside Run 2026" in selfie and "Sunday 13 September 2026" in selfie
+    assert "Lakeside Events Ltd, privacy@lakeside.example" in selfie and "until 31 December 2026" in selfie
+    css = signed_in.get(f"/e/{slug}/brand.css").text
+    assert "--accent:#ffd000" in css and "--on-accent:#000000" in css  # yellow takes black text
+    assert signed_in.get(f"/e/{slug}/logo").headers["content-type"] == "image/png"
+    bad = signed_in.post(f"/dashboard/events/{event_id}/settings", data={
+        "csrf_token": csrf_of(page), "name": "Lakeside Run 2026", "brand_colour": "red"})
+    assert bad.status_code == 422 and "#1a2b3c" in bad.text
+
+
+def test_runners_search_csv_and_sending_page(app, signed_in):
+    from app.db import Runner
+    from app.db.session import unit_of_work
+
+    event_id = new_event(signed_in, "Bay Run")
+    with unit_of_work(app.state.make_session) as uow:
+        for name, email, bib in (("Ada Lovelace", "ada@example.com", "101"), ("=HYPERLINK(1)", "eve@example.com", None)):
+            uow.session.add(Runner(event_id=event_id, name=name, email=email, bib=bib))
+    by_bib = signed_in.get(f"/dashboard/events/{event_id}/runners?q=101").text
+    assert "Ada Lovelace" in by_bib and "eve@example.com" not in by_bib
+    assert "eve@example.com" in signed_in.get(f"/dashboard/events/{event_id}/runners?q=EVE").text
+    rows = list(csv.DictReader(io.StringIO(signed_in.get(f"/dashboard/events/{event_id}/runners.csv").text)))
+    assert {r["name"] for r in rows} == {"Ada Lovelace", "'=HYPERLINK(1)"}  # no formula injection
+    assert all(r["photos"] == "0" and "/g/" in r["gallery_url"] for r in rows)
+    send = signed_in.get(f"/dashboard/events/{event_id}/send").text
+    assert "Nothing to send" in send and "<svg" in send and "/e/" in send
+    svg = signed_in.get(f"/dashboard/events/{event_id}/qr.svg")
+    assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
+
+
+def test_deleting_an_event_removes_unfinished_uploads_too(app, signed_in):
+    event_id = new_event(signed_in, "Gone Run")
+    csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
+    base = f"/dashboard/events/{event_id}/uploads"
+    started = signed_in.post(base, json={"filename": "big.zip", "size": 10 * 2**20},
+                             headers={"X-CSRF-Token": csrf}).json()
+    signed_in.put(f"{base}/{started['id']}?offset=0", content=b"x" * 1000, headers={"X-CSRF-Token": csrf})
+    store = app.state.store
+    piece = f"events/{event_id}/uploads/{started['id']}/{0:015d}"
+    assert store.exists(piece)
+    answer = signed_in.post(f"/dashboard/events/{event_id}/delete", data={"csrf_token": csrf})
+    assert answer.status_code == 200 and "Event deleted" in answer.text and "Gone Run" not in answer.text
+    assert not store.exists(piece)
+    assert signed_in.get(f"/dashboard/events/{event_id}").status_code == 404
+
+
+def test_brand_colours_always_keep_readable_contrast():
+    from app.services.branding import contrast, palette
+
+    for colour in ("#ffd000", "#00ff00", "#ffffff", "#000000", "#0b5fff", "#e11d48", "#7dd3fc", "#2f9e8f",
+                   "#ff5500", None, "bogus"):
+        p = palette(colour)
+        assert contrast(p.accent, p.on_accent) >= 4.5, (colour, p)
+        assert contrast(p.accent_text, "#ffffff") >= 4.5, (colour, p)
+    assert palette("#ffd000").accent == "#ffd000"  # a colour that reads well is kept as chosen
+
+
+def test_sending_previews_the_count_and_a_sample_then_queues(app, signed_in):
+    from app.db import Face, Match, Photo, Runner
+    from app.db.session import unit_of_work
+    from worker.dispatch import SEND_RUNNER_EMAIL
+
+    event_id = new_event(signed_in, "Bay Run")
+    with unit_of_work(app.state.make_session) as uow:
+        for i, name in enumerate(("Ada Lovelace", "Grace Hopper")):
+            runner = Runner(event_id=event_id, name=name, email=f"r{i}@example.com")
+            photo = Photo(event_id=event_id, filename=f"{i}.jpg", sha256=f"{i:064d}", size_bytes=1,
+                          content_type="image/jpeg", storage_key=f"events/{event_id}/originals/{i}.jpg",
+                          status="done")
+            uow.session.add_all([runner, photo])
+            uow.session.flush()
+            face = Face(photo_id=photo.id, event_id=event_id, x1=0, y1=0, x2=10, y2=10, score=0.9, size_px=10,
+                        landmarks=[], embedding=b"", model_id="m")
+            uow.session.add(face)
+            uow.session.flush()
+            uow.session.add(Match(event_id=event_id, runner_id=runner.id, photo_id=photo.id, face_id=face.id,
+                                  similarity=0.7))
+    page = signed_in.get(f"/dashboard/events/{event_id}/send").text
+    assert "2 e-mails" in page and 'id="email-sample"' in page
+    assert re.search(r"1 new photo of you from Bay Run", page) and "/g/" in page  # the rendered message
+    signed_in.post(f"/dashboard/events/{event_id}/send", data={"csrf_token": csrf_of(page)})
+    assert [name for name, _ in app.state.sender.sent].count(SEND_RUNNER_EMAIL) == 2
+    assert "Nothing to send" in signed_in.get(f"/dashboard/events/{event_id}/send").text
+
+
+def test_uploads_abandoned_for_a_week_are_dropped_with_their_pieces(app, signed_in):
+    from datetime import timedelta
+
+    from app.db import UploadSession, utcnow
+    from app.db.session import unit_of_work
+    from app.services import chunked_uploads
+
+    event_id = new_event(signed_in)
+    csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
+    base = f"/dashboard/events/{event_id}/uploads"
+    ids = []
+    for name in ("old.zip", "recent.zip"):
+        started = signed_in.post(base, json={"filename": name, "size": 5000}, headers={"X-CSRF-Token": csrf}).json()
+        signed_in.put(f"{base}/{started['id']}?offset=0", content=b"y" * 100, headers={"X-CSRF-Token": csrf})
+        ids.append(started["id"])
+    with unit_of_work(app.state.make_session) as uow:
+        uow.session.get(UploadSession, ids[0]).updated_at = utcnow() - timedelta(days=8)
+    with unit_of_work(app.state.make_session) as uow:
+        assert chunked_uploads.expire_abandoned(uow, app.state.store) == 1
+    assert signed_in.get(f"{base}/{ids[0]}").status_code == 404
+    assert signed_in.get(f"{base}/{ids[1]}").json()["offset"] == 100
+    assert not app.state.store.exists(f"events/{event_id}/uploads/{ids[0]}/{0:015d}")
+
+
+def test_resend_and_delete_a_runner_from_the_runners_page(app, signed_in):
+    from app.db import Runner
+    from app.db.session import unit_of_work
+
+    event_id = new_event(signed_in, "Resend Run")
+    with unit_of_work(app.state.make_session) as uow:
+        runner = Runner(event_id=event_id, name="Ada Lovelace", email="ada@example.com")
+        uow.session.add(runner)
+        uow.session.flush()
+        runner_id = runner.id
+    page = signed_in.get(f"/dashboard/events/{event_id}/runners").text
+    assert f"/dashboard/events/{event_id}/runners/{runner_id}/notify" in page
+    resent = signed_in.post(f"/dashboard/events/{event_id}/runners/{runner_id}/notify", data={"csrf_token": csrf_of(page)})
+    assert resent.status_code == 200 and "Nothing new to e-mail" in resent.text  # no photos of her yet
+    other_event = new_event(signed_in, "Other Run")  # a runner is reached only through its own event
+    assert signed_in.post(f"/dashboard/events/{other_event}/runners/{runner_id}/delete",
+                          data={"csrf_token": csrf_of(page)}).status_code == 404
+    deleted = signed_in.post(f"/dashboard/events/{event_id}/runners/{runner_id}/delete", data={"csrf_token": csrf_of(page)})
+    assert deleted.status_code == 200 and "Runner deleted" in deleted.text and "ada@example.com" not in deleted.text

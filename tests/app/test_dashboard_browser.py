@@ -1,0 +1,161 @@
+"""The organiser dashboard in a real headless Chromium at a phone and a desktop viewport: sign in,
+create an event, upload race photos and watch the counts change as a worker (the real networks,
+in a thread) processes them; an upload whose connection drops mid-way and resumes, and one whose
+tab is closed and that resumes when the file is chosen again; runners, sending and settings
+pages. axe-core on every page and a screenshot of each."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from app.db import Photo, Runner, UploadSession
+from app.db.session import unit_of_work
+from app.main import create_app
+from tests.app.browser import WorkerSender, by_id, check_page, chromium, live_server, needs_chromium, wait_until
+from tests.app.dashboard_helpers import PASSWORD, new_user
+from tests.conftest import migrated_settings
+from tests.images import noise_jpeg
+
+pytestmark = needs_chromium
+RACE_PHOTOS = ["race_pietro_test1.jpg", "race_pietro_test2.jpg", "race_pietro_test4.jpg"]
+CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def app(tmp_path):
+    application = create_app(migrated_settings(tmp_path / "data", upload_chunk_bytes=CHUNK))
+    application.state.sender = WorkerSender(application)
+    yield application
+    application.state.sender.close()
+    assert not application.state.sender.errors
+
+
+def network(driver, *, offline: bool = False, upload_bytes_per_s: int = -1) -> None:
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload_bytes_per_s})
+
+
+def stat(driver, field: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f'[data-stat="{field}"]').text
+
+
+def item_states(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [li.find_element(By.CLASS_NAME, "state").text for li in driver.find_elements(By.CSS_SELECTOR, ".upload-item")]
+
+
+def archive_of_noise(count: int, first_seed: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(count):
+            zf.writestr(f"finish/{i:03d}.jpg", noise_jpeg(seed=first_seed + i, size=(640, 480)))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("viewport", ["phone", "desktop"])
+def test_dashboard_in_a_browser(app, viewport, tmp_path, faces_dir):
+    from selenium.webdriver.common.by import By
+
+    email = new_user(app.state.settings)
+    with live_server(app) as base, chromium(viewport, tmp_path / "profile") as driver:
+        driver.get(f"{base}/dashboard")
+        assert driver.current_url.startswith(f"{base}/login")
+        check_page(driver, "login")
+        driver.find_element(By.NAME, "email").send_keys(email)
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "sign-in").click()
+        by_id(driver, "new-event")
+        check_page(driver, "events-empty")
+
+        driver.find_element(By.NAME, "name").send_keys("Harbour Half Marathon")
+        driver.execute_script("document.getElementById('starts_on').value = '2026-04-12'")
+        driver.find_element(By.ID, "create-event").click()
+        by_id(driver, "upload-form")
+        event_id = driver.current_url.split("/dashboard/events/")[1].split("?")[0]
+        check_page(driver, "event-empty")
+
+        # three race photos: counts and the processing bar move without a reload
+        paths = "\n".join(str(faces_dir / "groups" / name) for name in RACE_PHOTOS)
+        driver.find_element(By.ID, "files").send_keys(paths)
+        wait_until(driver, lambda d: stat(d, "photos") == "3", message="photo count never updated")
+        wait_until(driver, lambda d: stat(d, "photos_done") == "3", timeout=180, message="processing never shown")
+        wait_until(driver, lambda d: int(stat(d, "faces")) > 0)
+        progress = driver.find_element(By.ID, "processing-progress")
+        wait_until(driver, lambda d: progress.get_attribute("value") == progress.get_attribute("max") == "3")
+        assert all("added" in s for s in item_states(driver)), item_states(driver)
+        check_page(driver, "event-uploaded")
+
+        if viewport == "desktop":
+            resumable_uploads(driver, app, base, event_id, tmp_path)
+
+        with unit_of_work(app.state.make_session) as uow:  # runners as the selfie page would make them
+            for name, mail, bib in (("Ada Lovelace", "ada@example.com", "101"), ("Grace Hopper", "grace@example.com", None),
+                                    ("Katherine Johnson", "kj@example.com", "7")):
+                uow.session.add(Runner(event_id=event_id, name=name, email=mail, bib=bib))
+        for tab, name in (("runners", "runners"), ("send", "send"), ("settings", "settings")):
+            driver.get(f"{base}/dashboard/events/{event_id}/{tab}")
+            by_id(driver, "main")
+            check_page(driver, name)
+            if tab == "runners":
+                assert len(driver.find_elements(By.CSS_SELECTOR, "#runners tbody tr")) == 3
+            if tab == "send":
+                assert driver.find_element(By.CSS_SELECTOR, "#qr-code svg")
+
+        driver.get(f"{base}/dashboard")
+        link = driver.find_element(By.LINK_TEXT, "Harbour Half Marathon")
+        assert link.get_attribute("href").endswith(f"/dashboard/events/{event_id}")
+        check_page(driver, "events")
+        driver.find_element(By.ID, "sign-out").click()
+        by_id(driver, "sign-in")
+
+
+def resumable_uploads(driver, app, base: str, event_id: str, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+
+    # 1. The connection drops mid-way: the page waits, then carries on by itself.
+    dropped = tmp_path / "camera-a.zip"
+    dropped.write_bytes(archive_of_noise(6, first_seed=100))
+    network(driver, upload_bytes_per_s=256 * 1024)  # venue Wi-Fi: a piece takes a fraction of a second
+    driver.find_element(By.ID, "files").send_keys(str(dropped))
+    wait_until(driver, lambda d: _received(app, "camera-a.zip") >= 2 * CHUNK, message="no piece arrived")
+    network(driver, offline=True)
+    wait_until(driver, lambda d: any("Connection lost" in s for s in item_states(d)), message=str(item_states(driver)))
+    before = _received(app, "camera-a.zip")
+    assert 0 < before < dropped.stat().st_size
+    network(driver, upload_bytes_per_s=256 * 1024)
+    wait_until(driver, lambda d: any("6 photos added" in s for s in item_states(d)), timeout=120,
+               message=str(item_states(driver)))
+
+    # 2. The tab closes mid-way: choosing the same file again resumes where the server stopped.
+    closed = tmp_path / "camera-b.zip"
+    closed.write_bytes(archive_of_noise(6, first_seed=200))
+    driver.get(f"{base}/dashboard/events/{event_id}")
+    network(driver, upload_bytes_per_s=256 * 1024)
+    driver.find_element(By.ID, "files").send_keys(str(closed))
+    wait_until(driver, lambda d: _received(app, "camera-b.zip") >= 2 * CHUNK, message="no piece arrived")
+    driver.get("about:blank")  # the organiser closes the tab
+    stopped = _received(app, "camera-b.zip")
+    network(driver)
+    driver.get(f"{base}/dashboard/events/{event_id}")
+    driver.find_element(By.ID, "files").send_keys(str(closed))
+    wait_until(driver, lambda d: any("added" in s or "already there" in s for s in item_states(d)), timeout=120,
+               message=str(item_states(driver)))
+    with unit_of_work(app.state.make_session) as uow:
+        sessions = uow.session.query(UploadSession).filter_by(filename="camera-b.zip").all()
+        assert len(sessions) == 1 and sessions[0].status == "done"  # the same upload, carried on
+        assert stopped > 0 and sessions[0].size_bytes == closed.stat().st_size
+        assert uow.session.query(Photo).filter_by(event_id=event_id).count() == 3 + 6 + 6
+    check_page(driver, "event-resumed")
+
+
+def _received(app, filename: str) -> int:
+    with unit_of_work(app.state.make_session) as uow:
+        upload = uow.session.query(UploadSession).filter_by(filename=filename).one_or_none()
+        return upload.received_bytes if upload else 0
