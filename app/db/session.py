@@ -1,11 +1,11 @@
 """Engine and unit of work.
 
 Services take a UnitOfWork and never commit; whoever opened it (a request dependency or a task
-wrapper) commits or rolls back. Four orchestrations in app/services open their own short units
+wrapper) commits or rolls back. Five orchestrations in app/services open their own short units
 of work instead, because each must commit a claim before slow work so that no transaction is held
 through it and other workers see the claim: `processing.process_photos` (claim, CNN, write),
 `notify.send_delivery` (claim, SMTP, record), `webhooks.deliver` (claim, HTTP POST, record)
-and `uploads.Uploader` (one photo per transaction
+`uploads.Uploader` and `chunked_uploads.assemble`, which feeds it a dashboard upload's pieces (one photo per transaction
 while a large upload is read). tests/worker/test_layering.py keeps that list exhaustive. Work that must only happen once the rows are visible to other
 processes, like sending a Celery task, is registered with `after_commit` and dropped on rollback.
 """

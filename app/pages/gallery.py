@@ -9,6 +9,8 @@ gallery is instant, and a revalidation is a 304. Every photo also has a page of 
 from __future__ import annotations
 
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 

@@ -97,9 +97,9 @@ async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, setti
     data = b""
     try:
         fields = _parse_fields(values)
+        data = await run_in_threadpool(_selfie_bytes, form, settings.max_file_bytes)  # kept on any error below
         runner_service.require_consent(fields)
         check_enrolment_open(event)  # before the selfie is analysed
-        data = await run_in_threadpool(_selfie_bytes, form, settings.max_file_bytes)
         backend = await run_in_threadpool(load_face_backend, settings)
         face = await run_in_threadpool(partial(runner_service.analyse_selfie, data, backend, settings,
                                                face_index=fields.face))

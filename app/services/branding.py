@@ -110,7 +110,8 @@ def privacy_retention(event: Event) -> str:
     if event.privacy_retention:
         return event.privacy_retention
     # the face templates also end with the event's retention period (app/services/privacy.py)
-    return f"{DEFAULT_RETENTION}, and the face templates {event.retention_days} days at most"
+    return (f"{DEFAULT_RETENTION}; the face templates are deleted {event.retention_days} days after the event "
+            "at the latest")
 
 
 def update_branding(event: Event, *, colour: str | None, privacy_controller: str | None,

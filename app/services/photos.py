@@ -232,12 +232,3 @@ def failed_photos(uow: UnitOfWork, event_id: str, *, limit: int = 100) -> list[P
     return list(uow.session.scalars(
         select(Photo).where(Photo.event_id == event_id, Photo.status == PhotoStatus.failed.value)
         .order_by(Photo.processed_at.desc(), Photo.id).limit(limit)))
-
-
-def retry_photo(uow: UnitOfWork, photo: Photo) -> None:
-    """Queue a failed photo again (after a fix, or a worker that ran out of memory)."""
-    if photo.status != PhotoStatus.failed.value:
-        return
-    photo.status, photo.error, photo.attempts = PhotoStatus.pending.value, None, 0
-    photo.queued_at, photo.claimed_at, photo.claimed_by = utcnow(), None, None
-    uow.send_task(PROCESS_PHOTO, photo.id)

@@ -305,3 +305,23 @@ def test_resend_and_delete_a_runner_from_the_runners_page(app, signed_in):
                           data={"csrf_token": csrf_of(page)}).status_code == 404
     deleted = signed_in.post(f"/dashboard/events/{event_id}/runners/{runner_id}/delete", data={"csrf_token": csrf_of(page)})
     assert deleted.status_code == 200 and "Runner deleted" in deleted.text and "ada@example.com" not in deleted.text
+
+
+def test_a_start_list_is_imported_from_the_runners_page(signed_in):
+    event_id = new_event(signed_in)
+    page = signed_in.get(f"/dashboard/events/{event_id}/runners").text
+    assert 'id="start-list-form"' in page
+    csv_file = b"bib,name,email\n101,Ada Runner,ada@example.org\n12a,Bad Bib,bad@example.org\n102,Bo,\n"
+    answer = signed_in.post(f"/dashboard/events/{event_id}/start-list", data={"csrf_token": csrf_of(page)},
+                            files={"file": ("start.csv", csv_file, "text/csv")})
+    assert answer.status_code == 200
+    text = " ".join(answer.text.split())
+    assert "Start list imported: 2 new, 0 updated" in text and "Line 3:" in text
+    assert "Ada Runner" in text and "Bo" in text and "Bad Bib" not in text.split("not imported")[0]
+    # a file that is not a start list is refused whole, and says why
+    broken = signed_in.post(f"/dashboard/events/{event_id}/start-list", data={"csrf_token": csrf_of(page)},
+                            files={"file": ("start.csv", b"name,email\nAda,ada@example.org\n", "text/csv")})
+    assert broken.status_code == 422 and 'id="import-error"' in broken.text
+    without_token = signed_in.post(f"/dashboard/events/{event_id}/start-list",
+                                   files={"file": ("start.csv", csv_file, "text/csv")})
+    assert without_token.status_code == 403

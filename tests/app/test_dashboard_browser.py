@@ -105,6 +105,14 @@ def test_dashboard_in_a_browser(app, viewport, tmp_path, faces_dir):
             check_page(driver, name)
             if tab == "runners":
                 assert len(driver.find_elements(By.CSS_SELECTOR, "#runners tbody tr")) == 3
+                start_list = tmp_path / f"start-{viewport}.csv"
+                start_list.write_text("bib,name,email\n230,Mary Jackson,mj@example.com\n23x,Typo,t@example.com\n")
+                driver.find_element(By.CSS_SELECTOR, "details:has(#start-list-form) > summary").click()
+                driver.find_element(By.ID, "start-list-file").send_keys(str(start_list))
+                driver.find_element(By.CSS_SELECTOR, "#start-list-form button[type=submit]").click()
+                assert "1 new" in by_id(driver, "import-result").text
+                assert len(driver.find_elements(By.CSS_SELECTOR, "#runners tbody tr")) == 4
+                check_page(driver, "runners-start-list")
             if tab == "send":
                 assert driver.find_element(By.CSS_SELECTOR, "#qr-code svg")
 

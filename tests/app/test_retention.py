@@ -105,7 +105,7 @@ def test_the_sweeper_purges_templates_and_similarities_after_retention_and_galle
         assert page.status_code == 200 and "old-p0" in page.text
         assert "face templates were deleted" in " ".join(page.text.split())
         assert client.get("/api/v1/runners/old-r0/matches").json()["items"] == [
-            {"photo_id": "old-p0", "face_id": "old-f0", "similarity": None}]
+            {"photo_id": "old-p0", "face_id": "old-f0", "similarity": None, "source": "face"}]
         live = client.get(gallery.gallery_url(world.settings, "new-r0").removeprefix(world.settings.public_base_url))
         expires = privacy.biometrics_expire_at(world.rows(Event, "new")[0]).date().isoformat()
         assert expires in live.text  # "kept until ..."

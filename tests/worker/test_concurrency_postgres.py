@@ -105,8 +105,9 @@ def role(name: str, settings: Settings, event_id: str, photo_ids: list[str], bar
 
                 def enrol_one() -> None:
                     with unit_of_work(make_session, sender) as uow:
-                        runners.enrol(uow, event_id, form, png([identity], 300), FakeBackend(), settings,
-                                      privacy.Consent.on_page(None))
+                        backend = FakeBackend()
+                        face = runners.analyse_selfie(png([identity], 300), backend, settings)
+                        runners.enrol(uow, event_id, form, face, backend.model_id, privacy.Consent.on_page(None))
                 retried(enrol_one)
         elif name == "threshold":
             for threshold in (0.6, 0.4, 0.7, 0.5) * 2:

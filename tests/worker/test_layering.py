@@ -14,7 +14,7 @@ SERVICES = REPO / "app" / "services"
 # Orchestrations that own their transactions, and why (README "Transactions"): each commits a
 # claim before slow work (a CNN run, an SMTP conversation, an HTTP call, one stored file), so no transaction is
 # held through it and other workers see the claim.
-OPENS_ITS_OWN_UNITS_OF_WORK = {"processing.py", "notify.py", "uploads.py", "webhooks.py"}
+OPENS_ITS_OWN_UNITS_OF_WORK = {"processing.py", "notify.py", "uploads.py", "chunked_uploads.py", "webhooks.py"}
 
 
 def _run(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:

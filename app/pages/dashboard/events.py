@@ -30,6 +30,7 @@ from app.services import matching as matching_service
 from app.services import notify as notify_service
 from app.services import photos as photo_service
 from app.services import runners as runner_service
+from app.services import start_list
 from app.services.uploads import Uploader, UploadLimits
 
 router = APIRouter()
@@ -57,8 +58,9 @@ def _event_page(name: str, who, event, tab: str, request: Request, **context) ->
     done = request.query_params.get("done")
     if done == "sent":
         context.setdefault("flash", f"{request.query_params.get('n', '0')} e-mails queued.")
-    return page(name, who=who, event=event, tab=tab, nav="events", flash=context.pop("flash", FLASHES.get(done or "")),
-                **context)
+    status_code = context.pop("status_code", 200)
+    return page(name, status_code, who=who, event=event, tab=tab, nav="events",
+                flash=context.pop("flash", FLASHES.get(done or "")), **context)
 
 
 def _back(event_id: str, path: str = "", done: str | None = None) -> RedirectResponse:
@@ -162,7 +164,8 @@ def retry_photo(event_id: str, photo_id: str, uow: UoW, who: PostDep) -> Respons
     photo = access.get_photo(uow, who.caller, photo_id)
     if photo.event_id != event.id:
         raise NotFound(f"No photo with id {photo_id!r}.", code="photo_not_found")
-    photo_service.retry_photo(uow, photo)
+    if photo.status == "failed":  # a double click, or a retry that already ran, is not an error here
+        photo_service.retry_photo(uow, photo)
     return _back(event.id, done="retried")
 
 
@@ -171,13 +174,34 @@ def retry_photo(event_id: str, photo_id: str, uow: UoW, who: PostDep) -> Respons
 @router.get("/dashboard/events/{event_id}/runners", response_class=HTMLResponse)
 def runners_page(event_id: str, request: Request, uow: UoW, settings: SettingsDep, who: SignedInDep,
                  q: str = "", cursor: str | None = None) -> HTMLResponse:
+    return _runners_page(request, uow, settings, who, access.get_event(uow, who.caller, event_id), q, cursor)
+
+
+@router.post("/dashboard/events/{event_id}/start-list", response_class=HTMLResponse)
+def import_start_list(event_id: str, request: Request, uow: UoW, settings: SettingsDep, who: PostDep,
+                      file: Annotated[UploadFile | None, File()] = None) -> HTMLResponse:
+    """The start list (CSV) through the same import as the API; the result, with each refused
+    line and its reason, is shown on the runners page (importing the same file again only
+    updates the same runners, so a refresh does no harm)."""
     event = access.get_event(uow, who.caller, event_id)
+    data = file.file.read(start_list.MAX_BYTES + 1) if file is not None and file.filename else b""
+    try:
+        result, error = (start_list.import_start_list(uow, event.id, data), None) if data else (
+            None, "Choose a CSV file with a header row holding at least `bib`.")
+    except AppError as exc:  # the whole file refused: nothing was imported
+        result, error = None, exc.detail
+    return _runners_page(request, uow, settings, who, event, "", None, status=422 if error else 200,
+                         import_result=result, import_error=error)
+
+
+def _runners_page(request: Request, uow, settings: Settings, who, event, q: str, cursor: str | None,
+                  status: int = 200, **context) -> HTMLResponse:
     runners, next_cursor = runner_service.list_runners(uow, event.id, q=q, limit=RUNNERS_PER_PAGE, cursor=cursor)
     counts = runner_service.match_counts(uow, [r.id for r in runners])
     rows = [{"runner": r, "matches": counts[r.id], "gallery_url": gallery_service.gallery_url(settings, r.id),
              "email_status": notify_service.last_email_status(uow, r.id)} for r in runners]
     return _event_page("dashboard/runners.html", who, event, "runners", request, rows=rows, q=q,
-                       cursor=cursor, next_cursor=next_cursor)
+                       cursor=cursor, next_cursor=next_cursor, status_code=status, **context)
 
 
 def _csv_cell(value: object) -> str:
