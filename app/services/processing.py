@@ -7,12 +7,12 @@ lock is held while a network runs: claim (commit) -> analyse -> store results (c
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -21,8 +21,8 @@ from app.db.session import TaskSender, unit_of_work
 from app.services import matching
 from app.services import photos as photo_service
 from app.storage import PhotoStore
-from models.image import ImageDecodeError, decode_image, render_jpeg
-from models.pipeline import FaceResult, analyse_images
+from models.image import ImageDecodeError, render_jpeg
+from models.pipeline import FaceResult, PhotoAnalysis, analyse_files
 from models.types import FaceBackend
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ class ProcessingContext:
     sender: TaskSender
 
 
-def _decode(store: PhotoStore, key: str, max_pixels: int) -> Image.Image:
+def _local_file(stack: ExitStack, store: PhotoStore, key: str) -> Path:
+    """The original as a local file until `stack` closes (S3: downloaded once, read twice)."""
     try:
-        with store.local_path(key) as path:
-            return decode_image(Path(path), max_pixels=max_pixels)
+        return Path(stack.enter_context(store.local_path(key)))
     except FileNotFoundError as exc:
         raise ImageDecodeError("missing_original", "the original file is missing from storage") from exc
 
@@ -70,36 +70,42 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
                 claimed[photo.id] = (photo.storage_key, photo.event_id)
     outcomes = {pid: "skipped" for pid in photo_ids if pid not in claimed}
 
-    images: dict[str, Image.Image] = {}
-    for photo_id, (key, _) in claimed.items():
-        try:
-            images[photo_id] = _decode(ctx.store, key, settings.max_image_pixels)
-        except ImageDecodeError as exc:
-            _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
+    with ExitStack() as stack:
+        files: dict[str, Path] = {}
+        for photo_id, (key, _) in claimed.items():
+            try:
+                files[photo_id] = _local_file(stack, ctx.store, key)
+            except ImageDecodeError as exc:
+                _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
+                outcomes[photo_id] = "failed"
+        analyses = analyse_files(list(files.values()), ctx.backend, max_pixels=settings.max_image_pixels,
+                                 detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px)
+    for photo_id, analysis in zip(list(files), analyses):
+        if isinstance(analysis, ImageDecodeError):
+            _finish_failed(ctx, photo_id, task_id, f"{analysis.code}: {analysis.detail}")
             outcomes[photo_id] = "failed"
-
-    ids = list(images)
-    results = analyse_images([images[i] for i in ids], ctx.backend,
-                             detect_long_side=settings.detect_long_side,
-                             min_face_px=settings.min_face_px)
-    for photo_id, faces in zip(ids, results):
-        image = images.pop(photo_id)
-        event_id = claimed[photo_id][1]
-        preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
-        thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
-        ctx.store.put_bytes(preview_key, render_jpeg(image, PREVIEW_LONG_SIDE))
-        ctx.store.put_bytes(thumb_key, render_jpeg(image, THUMB_LONG_SIDE))
-        with unit_of_work(ctx.make_session, ctx.sender) as uow:
-            photo = photo_service.get_photo(uow, photo_id)
-            if photo.claimed_by != task_id:  # our claim went stale and another task took over
-                outcomes[photo_id] = "lost_claim"
-                continue
-            photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, faces))
-            photo_service.mark_done(uow, photo, width=image.width, height=image.height,
-                                    preview_key=preview_key, thumb_key=thumb_key)
-            matching.on_photo_done(uow, photo)  # its faces against the event's runners
-        outcomes[photo_id] = "done"
+            continue
+        outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id][1], analysis, task_id)
     return outcomes
+
+
+def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysis: PhotoAnalysis,
+                   task_id: str) -> str:
+    """Previews from the detection draft, then faces, status and matches in one transaction."""
+    preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
+    thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
+    ctx.store.put_bytes(preview_key, render_jpeg(analysis.preview, PREVIEW_LONG_SIDE))
+    ctx.store.put_bytes(thumb_key, render_jpeg(analysis.preview, THUMB_LONG_SIDE))
+    width, height = analysis.size
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        photo = photo_service.get_photo(uow, photo_id)
+        if photo.claimed_by != task_id:  # our claim went stale and another task took over
+            return "lost_claim"
+        photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces))
+        photo_service.mark_done(uow, photo, width=width, height=height,
+                                preview_key=preview_key, thumb_key=thumb_key)
+        matching.on_photo_done(uow, photo)  # its faces against the event's runners
+    return "done"
 
 
 def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
