@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from app.config import load_settings
+from worker.dispatch import EMAIL_QUEUE, MATCHING_QUEUE, PHOTOS_QUEUE, QUEUES
 
 log = logging.getLogger("finishline")
 
@@ -57,7 +58,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = app.finishline_settings
     concurrency = args.concurrency or settings.worker_concurrency or os.cpu_count() or 1
+    queues = [q for q in args.queues.split(",") if q]
+    unknown = set(queues) - set(QUEUES)
+    if unknown or not queues:
+        raise SystemExit(f"unknown queue(s) {', '.join(sorted(unknown)) or '(none)'}; choose from {', '.join(QUEUES)}")
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={args.loglevel}",
+            f"--queues={','.join(queues)}", f"--hostname={'-'.join(queues)}@%h",
             "--without-gossip", "--without-mingle"]
     if args.beat:
         argv += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
@@ -80,16 +86,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings.resolved_database_url)
     concurrency = settings.worker_concurrency or min(2, os.cpu_count() or 1)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", f"--concurrency={concurrency}", "--beat"],
-        start_new_session=True,  # Ctrl-C reaches us only; we stop the worker ourselves, once
+    # Photos get their own pool; matching and e-mail a second, small one that never waits
+    # behind a burst of uploads (and never loads the face networks).
+    pools = [["--queues", PHOTOS_QUEUE, f"--concurrency={concurrency}"],
+             ["--queues", f"{MATCHING_QUEUE},{EMAIL_QUEUE}", "--concurrency=1", "--beat"]]
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", *pool],
+        start_new_session=True,  # Ctrl-C reaches us only; we stop the workers ourselves, once
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-    )
-    log.warning("worker started (pid %s); API on http://%s:%s", worker.pid, args.host, args.port)
+    ) for pool in pools]
+    log.warning("workers started (pids %s); API on http://%s:%s", [w.pid for w in workers], args.host, args.port)
     try:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
     finally:
-        _stop(worker)
+        for worker in workers:
+            _stop(worker)
     return 0
 
 
@@ -123,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="a Celery worker only")
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--beat", action="store_true", help="also run the periodic sweeper (one worker per site)")
+    p.add_argument("--queues", default=",".join(QUEUES),
+                   help=f"comma list of queues to consume (default all: {','.join(QUEUES)})")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
 

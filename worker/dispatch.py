@@ -6,8 +6,23 @@ from celery import Celery
 
 PROCESS_PHOTO = "finishline.process_photo"
 MATCH_RUNNER = "finishline.match_runner"
+REMATCH_EVENT = "finishline.rematch_event"
 SEND_RUNNER_EMAIL = "finishline.send_runner_email"
 SWEEP_STALE_WORK = "finishline.sweep_stale_work"
+
+# Three queues, so a burst of uploads never delays a runner's matches or e-mails: photo tasks
+# (CNN work, GPU machines) on `photos`, matching and the sweeper on `matching`, SMTP on `email`.
+# `finishline run` gives `photos` its own worker pool and the other two a second one.
+PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE = "photos", "matching", "email"
+QUEUES = (PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE)
+TASK_QUEUES = {
+    PROCESS_PHOTO: PHOTOS_QUEUE,
+    MATCH_RUNNER: MATCHING_QUEUE,
+    REMATCH_EVENT: MATCHING_QUEUE,
+    SWEEP_STALE_WORK: MATCHING_QUEUE,
+    SEND_RUNNER_EMAIL: EMAIL_QUEUE,
+}
+DEFAULT_QUEUE = MATCHING_QUEUE  # a task with no route here: short database work
 
 
 class CelerySender:

@@ -20,7 +20,7 @@ from app.services import photos as photo_service
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
 from worker.context import get_context
-from worker.dispatch import MATCH_RUNNER, PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender
+from worker.dispatch import MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender
 
 log = get_task_logger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
@@ -52,6 +52,8 @@ def sweep_stale_work_task(self) -> int:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         runners = matching.sweep_unmatched_runners(uow, stale_after=stale_after)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        matching.sweep_unfinished_rematches(uow)
     if photos.requeued or deliveries.requeued or deliveries.uncertain or runners:
         log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d e-mails uncertain",
                     len(photos.requeued), len(runners), len(deliveries.requeued), len(deliveries.uncertain))
@@ -81,3 +83,22 @@ def match_runner_task(self, runner_id: str) -> int:
         matches = matching.match_runner(uow, runner_id)
     log.info("runner %s: %d matches", runner_id, matches)
     return matches
+
+
+@shared_task(bind=True, name=REMATCH_EVENT, autoretry_for=TRANSIENT, retry_backoff=True,
+             retry_backoff_max=300, max_retries=8)
+def rematch_event_task(self, event_id: str) -> int:
+    """After a threshold change: the event's photos, one short locked transaction per chunk."""
+    ctx = get_context(self.app.finishline_settings)
+    return run_rematch(ctx.make_session, event_id)
+
+
+def run_rematch(make_session, event_id: str) -> int:  # type: ignore[no-untyped-def]
+    """Chunks until done; each chunk commits, so a crash resumes from the last one."""
+    chunks, more = 0, True
+    while more:
+        with unit_of_work(make_session) as uow:
+            more = matching.rematch_event_chunk(uow, event_id)
+        chunks += 1
+    log.info("event %s rematched in %d chunks", event_id, chunks)
+    return chunks

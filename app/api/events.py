@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.api.deps import ApiKeyDep, SettingsDep, UoW
 from app.db import Event
@@ -33,8 +33,13 @@ def get_event(event_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -
     return event_out(uow, event_service.get_event(uow, event_id), settings.public_base_url)
 
 
-@router.patch("/events/{event_id}", response_model=EventOut)
-def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
-    """Edit an event; a new `match_threshold` recomputes its matches before this returns."""
+@router.patch("/events/{event_id}", response_model=EventOut, responses={202: {"model": EventOut}})
+def update_event(event_id: str, body: EventUpdate, response: Response, uow: UoW, settings: SettingsDep,
+                 _key: ApiKeyDep) -> EventOut:
+    """Edit an event. A new `match_threshold` answers 202 and rematches the event's photos in the
+    background, in chunks: `stats.rematch_done` reaches `stats.rematch_total` when finished."""
+    before = event_service.get_event(uow, event_id).match_threshold
     event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
+    if event.match_threshold != before:
+        response.status_code = 202
     return event_out(uow, event, settings.public_base_url)

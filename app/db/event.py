@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, Float, String
+from sqlalchemy import Date, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -16,3 +16,9 @@ class Event(IdMixin, Base):
     starts_on: Mapped[date | None] = mapped_column(Date)
     match_threshold: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # bumped by every enrolment and runner deletion: workers cache the runner matrix per version
+    runners_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # a threshold change rematches in the background (REMATCH_EVENT): photos to do and done
+    rematch_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rematch_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rematch_cursor: Mapped[str | None] = mapped_column(String(40))  # the last photo id rematched

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -10,6 +10,13 @@ from app.db.base import Base, IdMixin, utcnow
 
 class Runner(IdMixin, Base):
     __tablename__ = "runners"
+    __table_args__ = (
+        Index(None, "event_id", "model_id"),  # the matcher loads one event's runners of one model
+        # the sweeper's "enrolled but never matched" scan, a few rows instead of every runner
+        Index("ix_runners_unmatched", "created_at",
+              postgresql_where=text("matched_at IS NULL AND embedding IS NOT NULL"),
+              sqlite_where=text("matched_at IS NULL AND embedding IS NOT NULL")),
+    )
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))

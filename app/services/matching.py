@@ -7,29 +7,44 @@ A "not me" (MatchRejection) takes the runner out of that photo before the argmax
 The database side recomputes the matches of whole photos from what is stored (`rematch_photos`),
 so the outcome never depends on the order in which photos and runners arrived: a new photo is
 rematched when processed (`on_photo_done`), a new runner rematches the photos it is similar to
-(`match_runner`), a new threshold rematches the event. Writers of one event take its row lock
-first (`lock_event`), so a runner enrolled while a photo is being processed is seen by one side
-or the other, and unique(face_id) / unique(runner_id, photo_id) hold whatever happens.
+(`match_runner`), a new threshold rematches the event in the background (`rematch_event_chunk`).
+
+Locks on the event row, and why photos of one event still match in parallel:
+- Changes to the runner set (enrol, delete: `runners_changed`), a new runner's matching, "not me"
+  and each rematch chunk take the row's exclusive lock (`lock_event`).
+- A processed photo takes only a shared lock (`share_event`: FOR SHARE on PostgreSQL), which other
+  photos' shared locks do not block. It computes its similarities before that, from a runner
+  matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), then
+  checks the version under the lock and recomputes only if it moved.
+So a runner enrolled while a photo is processed is seen by one side or the other (the photo's
+check runs after the enrolment committed, or the enrolment waited for the photo's commit and its
+MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, photo_id) hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.services import events as event_service
-from worker.dispatch import MATCH_RUNNER
+from app.services.face_matrix import event_face_chunks
+from worker.dispatch import MATCH_RUNNER, REMATCH_EVENT
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
 CANDIDATE_MARGIN = 1e-4
 PHOTOS_PER_CHUNK = 500
+# A background rematch takes the event lock per chunk of this many photos (about 20 ms each at
+# 20k runners), so uploads and enrolments wait at most one chunk.
+REMATCH_PHOTOS_PER_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -85,8 +100,45 @@ class RunnerSet:
     matrix: np.ndarray
 
 
+class RunnerCache:
+    """Runner matrices per (event, model), valid for one `events.runners_version` each.
+
+    One per worker process (module global below): a photo reloads its event's runners only after
+    an enrolment or deletion, not for every photo. Bounded to a few events, least recent out.
+    """
+
+    def __init__(self, max_events: int = 8) -> None:
+        self._sets: OrderedDict[tuple[str, str], tuple[int, RunnerSet]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_events = max_events
+        self.loads = 0  # how often the database was read (tests and bench/scale.py look)
+
+    def get(self, uow: UnitOfWork, event_id: str, model_id: str, version: int) -> RunnerSet:
+        key = (event_id, model_id)
+        with self._lock:
+            hit = self._sets.get(key)
+            if hit is not None and hit[0] == version:
+                self._sets.move_to_end(key)
+                return hit[1]
+        runners = load_runners(uow, event_id, model_id)
+        with self._lock:
+            self.loads += 1
+            self._sets[key] = (version, runners)
+            self._sets.move_to_end(key)
+            while len(self._sets) > self.max_events:
+                self._sets.popitem(last=False)
+        return runners
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sets.clear()
+
+
+runner_cache = RunnerCache()
+
+
 def lock_event(uow: UnitOfWork, event_id: str) -> Event:
-    """Serialise the writers of an event's matches until this transaction ends.
+    """Take the event's exclusive lock until this transaction ends (see the module docstring).
 
     A no-op UPDATE, not SELECT ... FOR UPDATE: on PostgreSQL it takes the row's NO KEY UPDATE
     lock, which does not conflict with the KEY SHARE locks that inserting faces and matches take
@@ -101,7 +153,44 @@ def lock_event(uow: UnitOfWork, event_id: str) -> Event:
     return event
 
 
+def runners_changed(uow: UnitOfWork, event_id: str) -> Event:
+    """Call before adding or removing runners: bumps the version every worker's cache checks,
+    and locks the event like `lock_event` (the bump is the UPDATE)."""
+    uow.session.execute(update(Event).where(Event.id == event_id)
+                        .values(runners_version=Event.runners_version + 1)
+                        .execution_options(synchronize_session=False))
+    event = event_service.get_event(uow, event_id)
+    uow.session.refresh(event)
+    return event
+
+
+@dataclass(frozen=True)
+class EventState:
+    runners_version: int
+    match_threshold: float
+
+
+def share_event(uow: UnitOfWork, event_id: str) -> EventState:
+    """The shared lock of a photo writer: FOR SHARE on PostgreSQL (many photos at once, none while
+    an exclusive holder runs); SQLite has one writer anyway, so there it is the write lock."""
+    session = uow.session
+    query = select(Event.runners_version, Event.match_threshold).where(Event.id == event_id)
+    if session.get_bind().dialect.name == "sqlite":
+        lock_event(uow, event_id)
+    else:
+        query = query.with_for_update(read=True)
+    row = session.execute(query).one()
+    return EventState(row.runners_version, row.match_threshold)
+
+
+def read_event_state(uow: UnitOfWork, event_id: str) -> EventState:
+    row = uow.session.execute(
+        select(Event.runners_version, Event.match_threshold).where(Event.id == event_id)).one()
+    return EventState(row.runners_version, row.match_threshold)
+
+
 def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
+    """Ids and embeddings as plain rows (no ORM objects), joined into one matrix."""
     rows = uow.session.execute(
         select(Runner.id, Runner.embedding)
         .where(Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None))
@@ -117,40 +206,68 @@ def _runner_set(rows) -> RunnerSet:
     return RunnerSet(np.array([r[0] for r in rows], object), as_matrix((r[1] for r in rows), dim))
 
 
+@dataclass
+class _PhotoFaces:
+    """The faces of some photos for one model, with their similarity to that model's runners."""
+
+    face_ids: np.ndarray
+    photos: np.ndarray
+    runners: RunnerSet
+    similarity: np.ndarray
+
+
+def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
+                  runner_sets: dict[str, RunnerSet] | None, version: int | None) -> list[_PhotoFaces]:
+    """Faces of the photos against the runners; from `runner_sets`, else the process cache."""
+    faces = uow.session.execute(
+        select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
+        .where(Face.photo_id.in_(photo_ids)).order_by(Face.photo_id, Face.id)
+    ).all()
+    out = []
+    for model_id in sorted({f.model_id for f in faces}):
+        if runner_sets is not None and model_id in runner_sets:
+            runners = runner_sets[model_id]
+        elif version is not None:
+            runners = runner_cache.get(uow, event_id, model_id, version)
+        else:
+            runners = load_runners(uow, event_id, model_id)
+        if runner_sets is not None:
+            runner_sets[model_id] = runners
+        if len(runners.ids) == 0:
+            continue
+        rows = [f for f in faces if f.model_id == model_id]
+        matrix = as_matrix((f.embedding for f in rows), runners.matrix.shape[1])
+        out.append(_PhotoFaces(np.array([f.id for f in rows], object), np.array([f.photo_id for f in rows], object),
+                               runners, matrix @ runners.matrix.T))
+    return out
+
+
+def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], threshold: float,
+                      computed: list[_PhotoFaces]) -> None:
+    """The assignment from precomputed similarities, then only the difference is written."""
+    rejected = set(uow.session.execute(
+        select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
+    ).all())
+    wanted: dict[tuple[str, str], tuple[str, float]] = {}  # (face, runner) -> (photo, similarity)
+    for part in computed:
+        result = assign(part.similarity, part.photos, threshold,
+                        _blocked(rejected, part.photos, part.runners.ids))
+        for f, r, s in zip(result.face, result.runner, result.similarity):
+            wanted[(part.face_ids[f], part.runners.ids[r])] = (part.photos[f], float(s))
+    _write_difference(uow, event_id, photo_ids, wanted)
+
+
 def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
                    runner_sets: dict[str, RunnerSet] | None = None) -> None:
     """Recompute the matches of these photos from scratch and write only the difference.
 
     Call with the event locked (`lock_event`). `runner_sets` caches runners per model id
-    across calls (a whole-event rematch); it is filled as needed.
+    across calls (a chunked rematch); it is filled as needed.
     """
     if not photo_ids:
         return
-    runner_sets = {} if runner_sets is None else runner_sets
-    session = uow.session
-    faces = session.execute(
-        select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
-        .where(Face.photo_id.in_(photo_ids)).order_by(Face.photo_id, Face.id)
-    ).all()
-    rejected = set(session.execute(
-        select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
-    ).all())
-    wanted: dict[tuple[str, str], tuple[str, float]] = {}  # (face, runner) -> (photo, similarity)
-    for model_id in {f.model_id for f in faces}:
-        rows = [f for f in faces if f.model_id == model_id]
-        if model_id not in runner_sets:
-            runner_sets[model_id] = load_runners(uow, event.id, model_id)
-        runners = runner_sets[model_id]
-        if len(runners.ids) == 0:
-            continue
-        face_ids = np.array([f.id for f in rows], object)
-        photos = np.array([f.photo_id for f in rows], object)
-        matrix = as_matrix((f.embedding for f in rows), runners.matrix.shape[1])
-        result = assign(matrix @ runners.matrix.T, photos, event.match_threshold,
-                        _blocked(rejected, photos, runners.ids))
-        for f, r, s in zip(result.face, result.runner, result.similarity):
-            wanted[(face_ids[f], runners.ids[r])] = (photos[f], float(s))
-    _write_difference(uow, event.id, photo_ids, wanted)
+    computed = _similarities(uow, event.id, photo_ids, {} if runner_sets is None else runner_sets, None)
+    _assign_and_write(uow, event.id, photo_ids, event.match_threshold, computed)
 
 
 def _blocked(rejected: set[tuple[str, str]], photos: np.ndarray,
@@ -187,31 +304,57 @@ def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
 
 
 def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
-    """A freshly processed photo: match its faces against every runner of its event."""
-    event = lock_event(uow, photo.event_id)
-    rematch_photos(uow, event, [photo.id])
+    """A freshly processed photo: match its faces against every runner of its event.
+
+    The similarities are computed first with the cached runner matrix; the shared lock is taken
+    only to confirm the runner version and threshold and to write (module docstring).
+    """
+    before = read_event_state(uow, photo.event_id)
+    computed = _similarities(uow, photo.event_id, [photo.id], None, before.runners_version)
+    state = share_event(uow, photo.event_id)
+    if state.runners_version != before.runners_version:  # enrolment or deletion meanwhile
+        computed = _similarities(uow, photo.event_id, [photo.id], None, state.runners_version)
+    _assign_and_write(uow, photo.event_id, [photo.id], state.match_threshold, computed)
+
+
+def candidate_photos(uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,
+                     threshold: float) -> list[str]:
+    """Photos of the event with a face at least `threshold` similar to `vector`.
+
+    Streams the event's face matrix in chunks (app/services/face_matrix.py: no Python object per
+    face on PostgreSQL), so memory stays bounded by one chunk whatever the event's size.
+    """
+    found: set[str] = set()
+    for photo_ids, matrix in event_face_chunks(uow, event_id, model_id, len(vector)):
+        hits = np.flatnonzero(matrix @ vector >= threshold)
+        if len(hits):
+            found.update(np.asarray(photo_ids)[hits].tolist())
+    return sorted(found)
 
 
 def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     """A new runner: rematch every photo with a face similar enough to them; returns their matches.
 
-    Harmless to run twice (a redelivered task): the second run writes no difference.
+    The search over the event's faces runs before the lock; photos committed after it started
+    were matched against this runner by their own `on_photo_done` (the enrolment committed
+    first). Harmless to run twice (a redelivered task): the second run writes no difference.
     """
     runner = uow.session.get(Runner, runner_id)
     if runner is None or runner.embedding is None:
         return 0  # deleted meanwhile
-    event = lock_event(uow, runner.event_id)
-    rows = uow.session.execute(
-        select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == runner.model_id)
-    ).all()
     vector = np.frombuffer(runner.embedding, dtype=np.float32)
-    photos = np.array([r.photo_id for r in rows], object)
-    similarity = as_matrix((r.embedding for r in rows), len(vector)) @ vector
-    candidates = np.unique(photos[similarity >= event.match_threshold - CANDIDATE_MARGIN]).tolist()
+    threshold = read_event_state(uow, runner.event_id).match_threshold
+    candidates = candidate_photos(uow, runner.event_id, runner.model_id or "", vector,
+                                  threshold - CANDIDATE_MARGIN)
+    event = lock_event(uow, runner.event_id)
+    if event.match_threshold < threshold:  # lowered meanwhile: search again, now under the lock
+        candidates = candidate_photos(uow, event.id, runner.model_id or "", vector,
+                                      event.match_threshold - CANDIDATE_MARGIN)
+    runner_sets: dict[str, RunnerSet] = {}
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
-        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK])
+        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
     runner.matched_at = utcnow()
-    return len(uow.session.scalars(select(Match.id).where(Match.runner_id == runner_id)).all())
+    return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
 
 
 def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> list[str]:
@@ -227,15 +370,56 @@ def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: i
     return runner_ids
 
 
+def sweep_unfinished_rematches(uow: UnitOfWork) -> list[str]:
+    """Re-send REMATCH_EVENT for events whose background rematch stopped (lost message, crash).
+
+    A duplicate chunk is harmless (it writes no difference); the cursor only moves forward.
+    """
+    event_ids = list(uow.session.scalars(select(Event.id).where(Event.rematch_done < Event.rematch_total)))
+    for event_id in event_ids:
+        uow.send_task(REMATCH_EVENT, event_id)
+    return event_ids
+
+
+def rematch_event_chunk(uow: UnitOfWork, event_id: str, *, chunk: int = REMATCH_PHOTOS_PER_CHUNK) -> bool:
+    """One chunk of the background rematch after a threshold change; True when more remain.
+
+    The done photos are walked in id order from `rematch_cursor` (photos done later matched
+    themselves with the new threshold); `rematch_done` is the progress shown in the stats. Each
+    chunk is its own transaction with the event locked, so uploads and enrolments interleave.
+    """
+    event = lock_event(uow, event_id)
+    if event.rematch_done >= event.rematch_total:
+        return False
+    query = select(Photo.id).where(Photo.event_id == event_id, Photo.status == PhotoStatus.done.value)
+    if event.rematch_cursor is not None:
+        query = query.where(Photo.id > event.rematch_cursor)
+    photo_ids = list(uow.session.scalars(query.order_by(Photo.id).limit(chunk)))
+    rematch_photos(uow, event, photo_ids)
+    if len(photo_ids) < chunk:
+        event.rematch_done = event.rematch_total
+    else:
+        event.rematch_done = min(event.rematch_done + len(photo_ids), event.rematch_total - 1)
+        event.rematch_cursor = photo_ids[-1]
+    return event.rematch_done < event.rematch_total
+
+
+def start_rematch(uow: UnitOfWork, event: Event, *, queue: bool = True) -> None:
+    """Restart the rematch of every done photo from the first (call with the event locked);
+    `queue` sends REMATCH_EVENT after commit."""
+    done = uow.session.scalar(select(func.count()).select_from(Photo).where(
+        Photo.event_id == event.id, Photo.status == PhotoStatus.done.value)) or 0
+    event.rematch_total, event.rematch_done, event.rematch_cursor = done, 0, None
+    if done and queue:
+        uow.send_task(REMATCH_EVENT, event.id)
+
+
 def rematch_event(uow: UnitOfWork, event: Event) -> None:
-    """Recompute every match of the event (after a threshold change). Call with the event locked."""
-    photo_ids = list(uow.session.scalars(
-        select(Photo.id).where(Photo.event_id == event.id, Photo.status == PhotoStatus.done.value)
-        .order_by(Photo.id)
-    ))
-    runner_sets: dict[str, RunnerSet] = {}
-    for start in range(0, len(photo_ids), PHOTOS_PER_CHUNK):
-        rematch_photos(uow, event, photo_ids[start:start + PHOTOS_PER_CHUNK], runner_sets)
+    """Recompute every match of the event in this one transaction (tools, small events)."""
+    start_rematch(uow, event, queue=False)
+    uow.session.flush()
+    while rematch_event_chunk(uow, event.id, chunk=PHOTOS_PER_CHUNK):
+        pass
 
 
 _UNSET = object()
@@ -243,7 +427,7 @@ _UNSET = object()
 
 def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
                  starts_on: date | None | object = _UNSET, match_threshold: float | None = None) -> Event:
-    """Edit an event; a new threshold recomputes all its matches in this transaction.
+    """Edit an event; a new threshold queues a background rematch (progress in the stats).
 
     It lives here, not in the events service, because the threshold is the part with rules.
     """
@@ -254,6 +438,6 @@ def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
         event.starts_on = starts_on  # type: ignore[assignment]
     if match_threshold is not None and match_threshold != event.match_threshold:
         event.match_threshold = match_threshold
-        uow.session.flush()
-        rematch_event(uow, event)
+        start_rematch(uow, event)
+    uow.session.flush()
     return event

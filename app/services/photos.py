@@ -72,6 +72,7 @@ def replace_faces(uow: UnitOfWork, photo: Photo, faces: list[Face]) -> None:
     """Reprocessing replaces a photo's faces (and so their matches), never duplicates them."""
     uow.session.execute(delete(Face).where(Face.photo_id == photo.id))
     uow.session.add_all(faces)
+    photo.face_count = len(faces)  # event stats sum these instead of counting faces
 
 
 def mark_done(uow: UnitOfWork, photo: Photo, *, width: int, height: int,

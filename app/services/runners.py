@@ -80,6 +80,7 @@ def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes,
         raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
     event_service.get_event(uow, event_id)
     face = analyse_selfie(selfie, backend, settings)
+    matching.runners_changed(uow, event_id)  # workers reload the event's runners; see matching.py
     runner = Runner(event_id=event_id, name=form.name, email=str(form.email), bib=form.bib,
                     consent_at=utcnow(), embedding=face.embedding.astype("float32").tobytes(),
                     model_id=backend.model_id)
@@ -115,7 +116,7 @@ def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:
     face that was theirs may now belong to the next most similar runner.
     """
     runner = get_runner(uow, runner_id)
-    event = matching.lock_event(uow, runner.event_id)
+    event = matching.runners_changed(uow, runner.event_id)
     photo_ids = list(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
     if runner.selfie_key:
         key = runner.selfie_key
