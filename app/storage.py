@@ -111,7 +111,13 @@ class S3PhotoStore:
     def local_path(self, key: str) -> Iterator[Path]:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "object"
-            self.client.download_file(self.bucket, self._key(key), str(path))
+            try:
+                self.client.download_file(self.bucket, self._key(key), str(path))
+            except self.client.exceptions.ClientError as exc:
+                # download_file asks with HEAD first, so a missing key is a bare 404, not NoSuchKey
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    raise FileNotFoundError(key) from exc
+                raise
             yield path
 
     def delete(self, key: str) -> None:
