@@ -1,4 +1,6 @@
-"""An event's face embeddings as numpy chunks, for a new runner's search (matching.match_runner).
+"""An event's face embeddings for a new runner's search (matching.match_runner), without a
+Python object per face: streamed as numpy chunks (`event_face_chunks`), and kept in memory per
+matching worker (`FaceMatrixCache`) so that later runners only read what changed.
 
 A million faces as ORM objects or even as row tuples cost seconds and gigabytes (issue 11:
 7.3 s and 1.9 GB). On PostgreSQL the rows are streamed with COPY ... (FORMAT binary) and parsed
@@ -8,12 +10,15 @@ chunk; elsewhere (SQLite, the embedded default) plain rows are fetched chunk by 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app.db import Face
+from app.db import Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
 
 CHUNK_FACES = 50_000  # 25 MB of 128-d float32 vectors per chunk
@@ -66,3 +71,138 @@ def _parse(buffer: bytearray, id_len: int, dim: int, *, final: bool) -> tuple[np
         raise ValueError("faces of unexpected shape in the COPY stream (photo id length or embedding size)")
     del buffer[_COPY_HEADER:_COPY_HEADER + count * record.itemsize]
     return rows["id"].astype(str).astype(object), np.ascontiguousarray(rows["vec"])
+
+
+# --- the per-process face matrix of an event (a new runner's search) ---------------------------
+
+# fp16 halves memory (1M faces: 256 MB); the search bar is lowered by this much so rounding can
+# only add candidates, and rematch_photos then decides from the stored float32 vectors.
+FP16_MARGIN = 2e-3
+# A photo's faces are re-read when it was processed less than this long before the last sync:
+# covers transactions still open at that sync and clock skew between worker machines.
+SYNC_SLACK = timedelta(seconds=120)
+REBUILD_EVERY = timedelta(minutes=30)  # and from scratch now and then, whatever else happened
+
+
+@dataclass
+class EventFaces:
+    """Face vectors of one event and model, in memory, with the photo of each row."""
+
+    built_at: datetime
+    synced_at: datetime
+    vectors: np.ndarray  # (capacity, dim) float16; rows [0, size) are used
+    row_photo: np.ndarray  # (capacity,) int32 index into photo_ids; -1 for a replaced row
+    photo_ids: list[str] = field(default_factory=list)
+    photo_index: dict[str, int] = field(default_factory=dict)
+    photo_rows: dict[str, tuple[int, int, datetime]] = field(default_factory=dict)  # start, end, known as of
+    size: int = 0
+    live: int = 0
+
+    def append(self, photo_id: str, vectors: np.ndarray, known_as_of: datetime) -> None:
+        old = self.photo_rows.get(photo_id)
+        if old is not None:  # reprocessed: its earlier faces are dead rows now
+            self.row_photo[old[0]:old[1]] = -1
+            self.live -= old[1] - old[0]
+            index = self.photo_index[photo_id]
+        else:
+            index = self.photo_index.setdefault(photo_id, len(self.photo_ids))
+            if index == len(self.photo_ids):
+                self.photo_ids.append(photo_id)
+        if self.size + len(vectors) > len(self.vectors):
+            capacity = max(2 * len(self.vectors), self.size + len(vectors), 1024)
+            self.vectors = np.resize(self.vectors, (capacity, self.vectors.shape[1]))
+            self.row_photo = np.resize(self.row_photo, capacity)
+        start, end = self.size, self.size + len(vectors)
+        self.vectors[start:end] = vectors
+        self.row_photo[start:end] = index
+        self.photo_rows[photo_id] = (start, end, known_as_of)
+        self.size, self.live = end, self.live + len(vectors)
+
+    def search(self, vector: np.ndarray, threshold: float) -> set[str]:
+        found: set[str] = set()
+        query = vector.astype(np.float32)
+        for start in range(0, self.size, CHUNK_FACES):  # float32 per chunk: numpy has no fp16 BLAS
+            block = self.vectors[start:min(start + CHUNK_FACES, self.size)].astype(np.float32)
+            hits = np.flatnonzero(block @ query >= threshold - FP16_MARGIN) + start
+            photos = self.row_photo[hits]
+            found.update(self.photo_ids[i] for i in np.unique(photos[photos >= 0]))
+        return found
+
+
+class FaceMatrixCache:
+    """Event face matrices of this process (the matching worker), synced before each search:
+    only photos processed since the last sync (less SYNC_SLACK) are read, so after the first
+    search a new runner costs one matrix-vector product over the event, not a database scan."""
+
+    def __init__(self, max_events: int = 2) -> None:
+        self._events: dict[tuple[str, str], EventFaces] = {}
+        self._lock = threading.Lock()
+        self.max_events = max_events
+
+    def candidates(self, uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,
+                   threshold: float) -> list[str]:
+        with self._lock:  # one search per process at a time; the matrix is not shared state
+            faces = self._synced(uow, event_id, model_id, len(vector))
+            return sorted(faces.search(vector, threshold))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+    def _synced(self, uow: UnitOfWork, event_id: str, model_id: str, dim: int) -> EventFaces:
+        key = (event_id, model_id)
+        now = utcnow()
+        faces = self._events.get(key)
+        if faces is not None and now - faces.built_at < REBUILD_EVERY:
+            _sync(uow, faces, event_id, model_id, dim, now)
+            stored = uow.session.scalar(select(func.coalesce(func.sum(Photo.face_count), 0))
+                                        .where(Photo.event_id == event_id)) or 0
+            if faces.live <= stored:  # more rows than stored faces: photos or faces were deleted
+                return faces
+        if len(self._events) >= self.max_events and key not in self._events:
+            self._events.pop(next(iter(self._events)))
+        self._events[key] = faces = _build(uow, event_id, model_id, dim, now)
+        return faces
+
+
+def _build(uow: UnitOfWork, event_id: str, model_id: str, dim: int, now: datetime) -> EventFaces:
+    faces = EventFaces(now, now, np.zeros((0, dim), np.float16), np.zeros(0, np.int32))
+    known = now - SYNC_SLACK  # photos processed just before the build are read again at the next sync
+    for photo_ids, matrix in event_face_chunks(uow, event_id, model_id, dim):
+        if not len(photo_ids):
+            continue
+        order = np.argsort(photo_ids, kind="stable")
+        ids, matrix = photo_ids[order], matrix[order]
+        bounds = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1], True])
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            photo = ids[start]
+            # A photo met again in a later chunk (COPY has no order): its earlier rows stay live but
+            # untracked, so a reprocess leaves them behind and the count check rebuilds the matrix.
+            faces.photo_rows.pop(photo, None)
+            faces.append(photo, matrix[start:end].astype(np.float16), known)
+    return faces
+
+
+def _sync(uow: UnitOfWork, faces: EventFaces, event_id: str, model_id: str, dim: int, now: datetime) -> None:
+    since = faces.synced_at - SYNC_SLACK
+    rows = uow.session.execute(
+        select(Photo.id, Photo.processed_at, Face.embedding).join(Face, Face.photo_id == Photo.id)
+        .where(Photo.event_id == event_id, Photo.status == PhotoStatus.done.value,
+               Photo.processed_at >= since, Face.model_id == model_id)
+        .order_by(Photo.id, Face.id)
+    ).all()
+    by_photo: dict[str, list[bytes]] = {}
+    processed: dict[str, datetime] = {}
+    for photo_id, processed_at, embedding in rows:
+        by_photo.setdefault(photo_id, []).append(embedding)
+        processed[photo_id] = processed_at
+    for photo_id, blobs in by_photo.items():
+        known = faces.photo_rows.get(photo_id)
+        if known is not None and processed[photo_id] <= known[2]:
+            continue  # the same version of the photo as we hold
+        vectors = np.frombuffer(b"".join(blobs), np.float32).reshape(-1, dim).astype(np.float16)
+        faces.append(photo_id, vectors, processed[photo_id])
+    faces.synced_at = now
+
+
+face_matrices = FaceMatrixCache()

@@ -35,7 +35,7 @@ from sqlalchemy import delete, func, select, update
 from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.services import events as event_service
-from app.services.face_matrix import event_face_chunks
+from app.services.face_matrix import face_matrices
 from worker.dispatch import MATCH_RUNNER, REMATCH_EVENT
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
@@ -319,17 +319,12 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
 
 def candidate_photos(uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,
                      threshold: float) -> list[str]:
-    """Photos of the event with a face at least `threshold` similar to `vector`.
+    """Photos of the event with a face at least `threshold` similar to `vector` (a superset).
 
-    Streams the event's face matrix in chunks (app/services/face_matrix.py: no Python object per
-    face on PostgreSQL), so memory stays bounded by one chunk whatever the event's size.
+    From this process's in-memory face matrix of the event (app/services/face_matrix.py), read
+    from the database once and then only for photos processed since; no Python object per face.
     """
-    found: set[str] = set()
-    for photo_ids, matrix in event_face_chunks(uow, event_id, model_id, len(vector)):
-        hits = np.flatnonzero(matrix @ vector >= threshold)
-        if len(hits):
-            found.update(np.asarray(photo_ids)[hits].tolist())
-    return sorted(found)
+    return face_matrices.candidates(uow, event_id, model_id, vector, threshold)
 
 
 def match_runner(uow: UnitOfWork, runner_id: str) -> int:

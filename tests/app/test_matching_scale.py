@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+import numpy as np
+
 from app.db.session import unit_of_work
 from app.main import create_app
 from app.services import face_matrix, matching
@@ -105,3 +107,41 @@ def test_background_rematch_resumes_from_its_cursor_and_reports_progress(world):
     assert world.found(runners, photo_ids) == EXPECTED
     with unit_of_work(make_session, world.sender) as uow:
         assert matching.sweep_unfinished_rematches(uow) == []
+
+
+def test_face_matrix_cache_follows_new_reprocessed_and_deleted_photos(world):
+    from app.db import Photo
+    from app.services.face_matrix import FaceMatrixCache, event_face_chunks
+
+    cache = FaceMatrixCache()
+    event = world.event()
+    photos = list(EVENT_PHOTOS.items())
+    ids = world.upload(event["id"], dict(photos[:2]))
+    world.process(list(ids.values()))
+    model_id = "yunet-2023mar+sface-2021dec"
+    make_session = world.app.state.make_session
+
+    def both(threshold: float = 0.3) -> tuple[set[str], set[str]]:
+        with unit_of_work(make_session) as uow:
+            chunks = list(event_face_chunks(uow, event["id"], model_id, 128))
+            probe = chunks[0][1][0]  # the first stored face: its own photo is always a hit
+            exact = {p for ids_, m in chunks for p, s in zip(ids_, m @ probe) if s >= threshold}
+            return set(cache.candidates(uow, event["id"], model_id, probe, threshold)), exact
+
+    cached, exact = both()
+    assert exact <= cached and cached
+    more = world.upload(event["id"], dict(photos[2:]))
+    world.process(list(more.values()))  # synced: only these are read
+    with unit_of_work(make_session) as uow:
+        every = set(cache.candidates(uow, event["id"], model_id, np.zeros(128, np.float32), -1.0))
+    assert every == set(ids.values()) | set(more.values())
+    again = list(more.values())[0]
+    with unit_of_work(make_session) as uow:
+        uow.session.get(Photo, again).status = "pending"
+    world.process([again])  # reprocessed: its old rows die, the new ones count
+    gone = list(ids.values())[0]
+    with unit_of_work(make_session) as uow:
+        uow.session.delete(uow.session.get(Photo, gone))
+    with unit_of_work(make_session) as uow:  # more rows than stored faces: rebuilt without it
+        every = set(cache.candidates(uow, event["id"], model_id, np.zeros(128, np.float32), -1.0))
+    assert every == (set(ids.values()) | set(more.values())) - {gone}
