@@ -1,14 +1,16 @@
-"""The `finishline` command: run, api, worker, migrate, create-key, ingest (API.md)."""
+"""The `finishline` command: run, api, worker, migrate, keys, users, ingest (API.md)."""
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import getpass
 import logging
 import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 from app.config import load_settings
 from worker.dispatch import EMAIL_QUEUE, MATCHING_QUEUE, PHOTOS_QUEUE, QUEUES
@@ -29,19 +31,92 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_create_key(args: argparse.Namespace) -> int:
+@contextmanager
+def _operator_uow():
+    """A unit of work on the migrated database, for the operator's commands (keys, users)."""
     from app.db.session import make_engine, make_sessionmaker, unit_of_work
-    from app.services.api_keys import create_key
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings.resolved_database_url)  # idempotent; lets a fresh install create a key first
     engine = make_engine(settings.resolved_database_url)
-    with unit_of_work(make_sessionmaker(engine)) as uow:
-        key = create_key(uow, name=args.name)
-    engine.dispose()
-    print(f"API key {args.name!r} created. It is shown once; keep it secret:", file=sys.stderr)
-    print(key)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as uow:
+            yield uow
+    finally:
+        engine.dispose()
+
+
+def _organisation(uow, slug: str | None, new_name: str):
+    """`--org SLUG`, or a new organisation named `new_name` (told on stderr, with its slug)."""
+    from app.services import organisations
+
+    if slug:
+        return organisations.get_by_slug(uow, slug)
+    organisation = organisations.create_organisation(uow, name=new_name)
+    print(f"Organisation {organisation.name!r} created, slug {organisation.slug} (use --org {organisation.slug}).",
+          file=sys.stderr)
+    return organisation
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    from app.services.api_keys import issue_key
+
+    with _operator_uow() as uow:
+        organisation = _organisation(uow, args.org, args.name)
+        new = issue_key(uow, organisation_id=organisation.id, name=args.name, scope=args.scope,
+                        event_ids=args.event or ())
+    print(f"API key {args.name!r} ({args.scope}) created. It is shown once; keep it secret:", file=sys.stderr)
+    print(new.key)
+    return 0
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise SystemExit("The passwords differ; nothing was created.")
+    return first
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from app.services.accounts import create_user
+
+    password = _read_password()
+    with _operator_uow() as uow:
+        organisation = _organisation(uow, args.org, args.name or args.email)
+        user = create_user(uow, organisation_id=organisation.id, email=args.email, password=password, name=args.name)
+    print(f"User {user.email} created in organisation {organisation.slug}; sign in at /login.")
+    return 0
+
+
+def cmd_list_keys(args: argparse.Namespace) -> int:
+    from app.services import api_keys, organisations
+
+    with _operator_uow() as uow:
+        organisation_id = organisations.get_by_slug(uow, args.org).id if args.org else None
+        slugs = organisations.slugs_by_id(uow)
+        print("id\torganisation\tscope\tname\tevents\tcreated\trevoked")
+        for key in api_keys.list_keys(uow, organisation_id):
+            print("\t".join([key.id, slugs.get(key.organisation_id, "?"), key.scope, key.name,
+                             ",".join(key.event_ids) or "*", key.created_at.isoformat(timespec="seconds"),
+                             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"]))
+    return 0
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    from app.db import ApiKey
+    from app.services import api_keys
+
+    key_id = args.key_id.removeprefix(api_keys.PREFIX).split("_")[0]  # an id, or a whole key
+    with _operator_uow() as uow:
+        key = uow.session.get(ApiKey, key_id)
+        if key is None:
+            print(f"No key with id {key_id!r}.", file=sys.stderr)
+            return 1
+        api_keys.revoke(key)
+    print(f"Key {key_id} revoked; it answers 401 from now on.")
     return 0
 
 
@@ -141,9 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("create-key", help="create an organiser API key")
+    p = sub.add_parser("create-key", help="create an API key (no --org: a new organisation named NAME)")
     p.add_argument("name")
+    p.add_argument("--org", help="the slug of an existing organisation")
+    p.add_argument("--scope", choices=["organiser", "partner"], default="organiser")
+    p.add_argument("--event", action="append", metavar="EVENT_ID",
+                   help="a partner key's event (repeat; none: every event of the organisation)")
     p.set_defaults(func=cmd_create_key)
+
+    p = sub.add_parser("create-user", help="create a dashboard account (password on stdin or prompted)")
+    p.add_argument("email")
+    p.add_argument("--org", help="the slug of an existing organisation (none: a new one)")
+    p.add_argument("--name")
+    p.set_defaults(func=cmd_create_user)
+
+    p = sub.add_parser("list-keys", help="list API keys (never their secrets)")
+    p.add_argument("--org", help="only this organisation's")
+    p.set_defaults(func=cmd_list_keys)
+
+    p = sub.add_parser("revoke-key", help="revoke an API key: it answers 401 from then on")
+    p.add_argument("key_id", help="the key's id (as list-keys shows) or the key itself")
+    p.set_defaults(func=cmd_revoke_key)
 
     p = sub.add_parser("ingest", help="upload files, folders and zips to an event")
     p.add_argument("event_id")
@@ -158,8 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    from app.errors import AppError
+
     try:
         return args.func(args)
+    except AppError as exc:  # unknown --org, weak password, ...: the reason, not a traceback
+        print(f"finishline {args.command}: {exc.detail}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,7 +1,7 @@
 """Domain errors with a stable `code`, and the one place that renders them as problem+json.
 
 AppError
- ├─ Unauthorized (401)        ├─ NotFound (404)          ├─ Conflict (409)
+ ├─ Unauthorized (401)        ├─ Forbidden (403)         ├─ NotFound (404)          ├─ Conflict (409)
  ├─ PayloadTooLarge (413)     ├─ Unprocessable (422)     ├─ TooManyRequests (429)
  └─ ServiceUnavailable (503)
 Services raise these; routes never build error responses themselves.
@@ -27,16 +27,25 @@ class AppError(Exception):
     title = "Bad request"
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, retry_after: int | None = None) -> None:
+    def __init__(self, detail: str, *, code: str | None = None, retry_after: int | None = None,
+                 extra: dict | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
+        self.extra = extra or {}  # more members of the problem body (e.g. `faces` of multiple_faces)
         if code:
             self.code = code
 
 
 class Unauthorized(AppError):
     status, title, code = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(AppError):
+    """Known caller, not allowed here (a partner key outside its scope). Never for another
+    organisation's rows: those are NotFound, so their ids reveal nothing."""
+
+    status, title, code = 403, "Forbidden", "forbidden"
 
 
 class NotFound(AppError):
@@ -63,8 +72,9 @@ class ServiceUnavailable(AppError):
     status, title, code = 503, "Service unavailable", "unavailable"
 
 
-def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None) -> JSONResponse:
-    body = {"type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
+def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None,
+            extra: dict | None = None) -> JSONResponse:
+    body = {**(extra or {}), "type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
             "detail": detail, "code": code}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -75,7 +85,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        return problem(exc.status, exc.title, exc.detail, exc.code, headers or None)
+        return problem(exc.status, exc.title, exc.detail, exc.code, headers or None, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -87,7 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+        codes = {403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
         return problem(exc.status_code, str(exc.detail), str(exc.detail),
                        codes.get(exc.status_code, f"http_{exc.status_code}"))
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import events, health, notify, photos, runners
+from app.api import events, health, keys, notify, photos, runners
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(selfie.router)
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
+    app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(unsubscribe.router)
     settings.signing_key  # noqa: B018 - create the embedded secret now, not in a request
     logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())

@@ -38,6 +38,9 @@ class PhotoStore(Protocol):
     def delete(self, key: str) -> None:
         """Missing keys are ignored."""
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Every key under `prefix/` (an event's folder); nothing there is fine."""
+
     def exists(self, key: str) -> bool: ...
 
 
@@ -74,6 +77,9 @@ class LocalPhotoStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
@@ -122,6 +128,14 @@ class S3PhotoStore:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix).rstrip("/") + "/")
+        for page in pages:  # up to 1000 keys a page, and delete_objects takes 1000 at a time
+            objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if objects:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
 
     def exists(self, key: str) -> bool:
         try:

@@ -80,7 +80,7 @@ def photo_against_runners(rng, n_runners: int, dim: int, faces_in_photo: int = 2
 def match_runner_on_sqlite(rng, n_faces: int, dim: int) -> None:
     from sqlalchemy import insert
 
-    from app.db import Event, Face, Photo, Runner
+    from app.db import Event, Face, Organisation, Photo, Runner
     from app.db.migrate import upgrade_to_head
     from app.db.session import make_engine, make_sessionmaker, unit_of_work
     from app.services import matching
@@ -92,7 +92,10 @@ def match_runner_on_sqlite(rng, n_faces: int, dim: int) -> None:
         make_session = make_sessionmaker(engine)
         faces = unit(rng, n_faces, dim)
         with unit_of_work(make_session) as uow:
-            event = Event(name="bench", slug="bench", match_threshold=THRESHOLD)
+            organisation = Organisation(name="bench", slug="bench")
+            uow.session.add(organisation)
+            uow.session.flush()
+            event = Event(organisation_id=organisation.id, name="bench", slug="bench", match_threshold=THRESHOLD)
             uow.session.add(event)
             uow.session.flush()
             n_photos = n_faces // FACES_PER_PHOTO

@@ -15,13 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from app.config import Settings
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.main import create_app
-from app.services.api_keys import create_key
+from app.db import Organisation
+from app.db.session import UnitOfWork
+from app.services.api_keys import issue_key
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "faces"
@@ -64,20 +66,42 @@ def settings(tmp_path: Path) -> Settings:
     return migrated_settings(tmp_path / "data")
 
 
-def new_api_key(settings: Settings) -> str:
+TEST_ORG = "tests"  # the organisation of new_api_key() and api_client() unless told otherwise
+
+
+def organisation_for_tests(uow: UnitOfWork, slug: str = TEST_ORG) -> Organisation:
+    """The organisation with this slug, created on first use: rows a test inserts directly go in it
+    (`Event(organisation_id=organisation_for_tests(uow).id, ...)`) so the default key sees them."""
+    organisation = uow.session.scalar(select(Organisation).where(Organisation.slug == slug))
+    if organisation is None:
+        organisation = Organisation(name=slug, slug=slug)
+        uow.session.add(organisation)
+        uow.session.flush()
+    return organisation
+
+
+def new_api_key(settings: Settings, *, org: str = TEST_ORG, scope: str = "organiser",
+                event_ids: tuple[str, ...] | list[str] = ()) -> str:
+    """A key of organisation `org` (a slug; created if new). A second organisation: org="other";
+    a partner: scope="partner", event_ids=[...] (empty: every event of the organisation)."""
     engine = make_engine(settings.resolved_database_url)
     with unit_of_work(make_sessionmaker(engine)) as uow:
-        key = create_key(uow, name="tests")
+        organisation = organisation_for_tests(uow, org)
+        key = issue_key(uow, organisation_id=organisation.id, name=f"tests-{scope}", scope=scope,
+                        event_ids=event_ids).key
     engine.dispose()
     return key
 
 
 @contextmanager
-def api_client(settings: Settings, *, with_key: bool = True) -> Iterator[TestClient]:
-    """The API in-process, tasks recorded instead of sent; with an organiser key unless told not to."""
+def api_client(settings: Settings, *, with_key: bool = True, key: str | None = None) -> Iterator[TestClient]:
+    """The API in-process, tasks recorded instead of sent; with an organiser key of TEST_ORG unless
+    told not to (`key=new_api_key(settings, org="other")` for another organisation's)."""
     app = create_app(settings)
     app.state.sender = RecordingSender()
-    headers = {"Authorization": f"Bearer {new_api_key(settings)}"} if with_key else {}
+    if with_key and key is None:
+        key = new_api_key(settings)
+    headers = {"Authorization": f"Bearer {key}"} if with_key else {}
     with TestClient(app, headers=headers) as test_client:
         yield test_client
 

@@ -1,4 +1,4 @@
-"""Request dependencies: settings, photo store, unit of work, API key."""
+"""Request dependencies: settings, photo store, unit of work, the caller (from the API key)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.auth import Caller
 from app.config import Settings
-from app.db import ApiKey
 from app.db.session import UnitOfWork, unit_of_work
 from app.services import api_keys
 from app.storage import PhotoStore
 
-bearer = HTTPBearer(auto_error=False, description="An organiser key from `finishline create-key`")
+bearer = HTTPBearer(auto_error=False, description="An API key from `finishline create-key` or `POST /api/v1/keys`")
 
 
 def get_settings(request: Request) -> Settings:
@@ -44,10 +44,11 @@ StoreDep = Annotated[PhotoStore, Depends(get_store)]
 UowFactory = Annotated[Callable[[], AbstractContextManager[UnitOfWork]], Depends(get_uow_factory)]
 
 
-def require_api_key(
+def require_caller(
     uow: UoW, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> ApiKey:
-    return api_keys.authenticate(uow, credentials.credentials if credentials else None)
+) -> Caller:
+    """The caller of every /api/v1 route: 401 for a missing, unknown or revoked key."""
+    return Caller.for_key(api_keys.authenticate(uow, credentials.credentials if credentials else None))
 
 
-ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+CallerDep = Annotated[Caller, Depends(require_caller)]

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from app.api.deps import ApiKeyDep, SettingsDep, UoW
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW
 from app.db import Event
 from app.db.session import UnitOfWork
-from app.schemas.event import EventCreate, EventOut, EventStatsOut, EventUpdate
+from app.schemas.event import EventCreate, EventOut, EventPage, EventStatsOut, EventUpdate
+from app.services import access
 from app.services import events as event_service
 from app.services import matching as matching_service
 
@@ -22,24 +25,44 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
 
 
 @router.post("/events", status_code=201, response_model=EventOut)
-def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
+def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
+    access.require_organiser(caller)
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
-    event = event_service.create_event(uow, name=body.name, starts_on=body.starts_on, match_threshold=threshold)
+    event = event_service.create_event(uow, organisation_id=caller.organisation_id, name=body.name,
+                                       starts_on=body.starts_on, match_threshold=threshold)
     return event_out(uow, event, settings.public_base_url)
 
 
+@router.get("/events", response_model=EventPage)
+def list_events(uow: UoW, settings: SettingsDep, caller: CallerDep,
+                limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> EventPage:
+    """The organisation's events, newest first."""
+    access.require_organiser(caller)
+    events, next_cursor = event_service.list_events(uow, caller, limit=limit, cursor=cursor)
+    return EventPage(items=[event_out(uow, e, settings.public_base_url) for e in events], next_cursor=next_cursor)
+
+
 @router.get("/events/{event_id}", response_model=EventOut)
-def get_event(event_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> EventOut:
-    return event_out(uow, event_service.get_event(uow, event_id), settings.public_base_url)
+def get_event(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
+    return event_out(uow, access.get_event(uow, caller, event_id), settings.public_base_url)
 
 
 @router.patch("/events/{event_id}", response_model=EventOut, responses={202: {"model": EventOut}})
 def update_event(event_id: str, body: EventUpdate, response: Response, uow: UoW, settings: SettingsDep,
-                 _key: ApiKeyDep) -> EventOut:
+                 caller: CallerDep) -> EventOut:
     """Edit an event. A new `match_threshold` answers 202 and rematches the event's photos in the
     background, in chunks: `stats.rematch_done` reaches `stats.rematch_total` when finished."""
-    before = event_service.get_event(uow, event_id).match_threshold
+    access.require_organiser(caller)
+    before = access.get_event(uow, caller, event_id).match_threshold
     event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
     if event.match_threshold != before:
         response.status_code = 202
     return event_out(uow, event, settings.public_base_url)
+
+
+@router.delete("/events/{event_id}", status_code=204)
+def delete_event(event_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
+    """The event with its photos (files too), faces, runners, matches and deliveries."""
+    access.require_organiser(caller)
+    event_service.delete_event(uow, store, access.get_event(uow, caller, event_id))
+    return Response(status_code=204)

@@ -2,16 +2,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW, UowFactory
+from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.health import check_broker
 from app.db import Face, Photo
 from app.errors import AppError, PayloadTooLarge, Unprocessable
 from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
-from app.services import events as event_service
+from app.services import access
 from app.services import photos as photo_service
 from app.services.uploads import Uploader, UploadLimits
 
@@ -52,8 +52,9 @@ async def _read_form(request: Request, max_files: int) -> FormData:
 
 @router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY)
 async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
-                        settings: SettingsDep, store: StoreDep, _key: ApiKeyDep) -> UploadOut:
-    await run_in_threadpool(event_service.get_event, uow, event_id)
+                        settings: SettingsDep, store: StoreDep, caller: CallerDep) -> UploadOut:
+    access.require_organiser(caller)
+    await run_in_threadpool(access.get_event, uow, caller, event_id)
     # Broker down: answer 503 (broker_unavailable) before reading a byte, rather than store photos
     # whose task cannot be sent. If it dies mid-upload, the photos already stored stay `pending`
     # and the sweeper queues them once it is back (README: "Limits and failure handling").
@@ -81,16 +82,24 @@ async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: Uow
 
 
 @router.get("/events/{event_id}/photos", response_model=PhotoPage)
-def list_photos(event_id: str, uow: UoW, _key: ApiKeyDep,
+def list_photos(event_id: str, uow: UoW, caller: CallerDep,
                 status: Literal["pending", "processing", "done", "failed"] | None = None,
                 limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> PhotoPage:
-    event_service.get_event(uow, event_id)
+    access.require_organiser(caller)
+    access.get_event(uow, caller, event_id)
     photos, next_cursor = photo_service.list_photos(uow, event_id, status=status, limit=limit, cursor=cursor)
     faces = photo_service.faces_of(uow, [p.id for p in photos])
     return PhotoPage(items=[photo_out(p, faces[p.id]) for p in photos], next_cursor=next_cursor)
 
 
 @router.get("/photos/{photo_id}", response_model=PhotoOut)
-def get_photo(photo_id: str, uow: UoW, _key: ApiKeyDep) -> PhotoOut:
-    photo = photo_service.get_photo(uow, photo_id)
+def get_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
+    photo = access.get_photo(uow, caller, photo_id)
     return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])
+
+
+@router.delete("/photos/{photo_id}", status_code=204)
+def delete_photo(photo_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
+    """The photo, its files, faces and matches."""
+    photo_service.delete_photo(uow, store, access.get_photo(uow, caller, photo_id))
+    return Response(status_code=204)

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.api.deps import ApiKeyDep, SettingsDep, StoreDep, UoW
+from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW
 from app.config import Settings
 from app.db import Runner
 from app.db.session import UnitOfWork
 from app.face_backend import load_face_backend
-from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut
+from app.schemas.runner import MatchList, MatchOut, RunnerCreate, RunnerOut, RunnerPage
+from app.services import access
 from app.services import gallery as gallery_service
 from app.services import runners as runner_service
 
@@ -20,32 +21,53 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
     return RunnerOut(
         id=runner.id, event_id=runner.event_id, name=runner.name, email=runner.email, bib=runner.bib,
         created_at=runner.created_at, matches=runner_service.match_count(uow, runner.id),
+        matching=runner_service.matching_state(runner),
         gallery_url=gallery_service.gallery_url(settings, runner.id),
     )
 
 
 # A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop.
-@router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut)
+@router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut,
+             responses={200: {"model": RunnerOut, "description": "this e-mail was enrolled already: runner updated"}})
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
-                 uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
+                 uow: UoW, settings: SettingsDep, caller: CallerDep, response: Response) -> RunnerOut:
+    """Enrol a runner (201), or update the runner already enrolled with this e-mail (200)."""
+    event = access.get_event(uow, caller, event_id)
     data = runner_service.read_selfie(selfie.file, settings.max_file_bytes)
-    runner = runner_service.enrol(uow, event_id, form, data, load_face_backend(settings), settings)
-    return runner_out(uow, runner, settings)
+    enrolment = runner_service.enrol(uow, event.id, form, data, load_face_backend(settings), settings,
+                                     enrolled_by_key_id=caller.key_id)
+    if not enrolment.created:
+        response.status_code = 200
+    return runner_out(uow, enrolment.runner, settings)
+
+
+@router.get("/events/{event_id}/runners", response_model=RunnerPage)
+def list_runners(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep,
+                 q: Annotated[str | None, Query(max_length=320, description="part of the name or e-mail, or the bib")] = None,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 100, cursor: str | None = None) -> RunnerPage:
+    """The event's runners, newest first."""
+    access.require_organiser(caller)
+    event = access.get_event(uow, caller, event_id)
+    runners, next_cursor = runner_service.list_runners(uow, event.id, q=q, limit=limit, cursor=cursor)
+    return RunnerPage(items=[runner_out(uow, r, settings) for r in runners], next_cursor=next_cursor)
 
 
 @router.get("/runners/{runner_id}", response_model=RunnerOut)
-def get_runner(runner_id: str, uow: UoW, settings: SettingsDep, _key: ApiKeyDep) -> RunnerOut:
-    return runner_out(uow, runner_service.get_runner(uow, runner_id), settings)
+def get_runner(runner_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep) -> RunnerOut:
+    return runner_out(uow, access.get_runner(uow, caller, runner_id), settings)
 
 
 @router.get("/runners/{runner_id}/matches", response_model=MatchList)
-def list_matches(runner_id: str, uow: UoW, _key: ApiKeyDep) -> MatchList:
-    matches = runner_service.list_matches(uow, runner_id)
+def list_matches(runner_id: str, uow: UoW, caller: CallerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+                 cursor: str | None = None) -> MatchList:
+    """The runner's matches, best first."""
+    runner = access.get_runner(uow, caller, runner_id)
+    matches, next_cursor = runner_service.list_matches(uow, runner.id, limit=limit, cursor=cursor)
     return MatchList(items=[MatchOut(photo_id=m.photo_id, face_id=m.face_id, similarity=m.similarity)
-                            for m in matches])
+                            for m in matches], next_cursor=next_cursor)
 
 
 @router.delete("/runners/{runner_id}", status_code=204)
-def delete_runner(runner_id: str, uow: UoW, store: StoreDep, _key: ApiKeyDep) -> Response:
-    runner_service.delete_runner(uow, store, runner_id)
+def delete_runner(runner_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
+    runner_service.delete_runner(uow, store, access.get_runner(uow, caller, runner_id).id)
     return Response(status_code=204)

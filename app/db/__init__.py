@@ -6,10 +6,12 @@ from app.db.delivery import DeliveredPhoto, Delivery
 from app.db.event import Event
 from app.db.face import Face
 from app.db.match import Match, MatchRejection
+from app.db.organisation import Organisation
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
+from app.db.user import User
 
 __all__ = [
     "ApiKey", "Base", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
-    "Photo", "PhotoStatus", "Runner", "new_id", "utcnow",
+    "Organisation", "Photo", "PhotoStatus", "Runner", "User", "new_id", "utcnow",
 ]

@@ -11,6 +11,8 @@ from app.db.base import Base, IdMixin, utcnow
 class Runner(IdMixin, Base):
     __tablename__ = "runners"
     __table_args__ = (
+        # re-enrolment finds the runner by (event, e-mail); the search of GET /events/{id}/runners too
+        Index(None, "event_id", "email"),
         Index(None, "event_id", "model_id"),  # the matcher loads one event's runners of one model
         # the sweeper's "enrolled but never matched" scan, a few rows instead of every runner
         Index("ix_runners_unmatched", "created_at",
@@ -30,4 +32,7 @@ class Runner(IdMixin, Base):
     # set once the runner was matched against the event's existing faces (MATCH_RUNNER); the
     # sweeper re-sends that task for runners still unmatched, e.g. after a lost message
     matched_at: Mapped[datetime | None]
+    # the partner key that enrolled this runner (a partner sees only its own runners); null for the
+    # selfie page, an organiser key, or a key deleted since
+    enrolled_by_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

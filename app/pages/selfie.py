@@ -1,10 +1,13 @@
 """The selfie form of an event, `/e/{slug}`: enrolment without an API key.
 
 The POST re-renders the form with the reason in words and what was typed (a browser never
-refills a file input), or shows a confirmation. Same service and error codes as the API.
+refills a file input), or shows a confirmation. Same service and error codes as the API; after
+`multiple_faces` the form asks which face (field `face`, as in the API) and for the selfie again.
 """
 
 from __future__ import annotations
+
+import base64
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -20,6 +23,7 @@ from app.ratelimit import limit_public_form
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import runners as runner_service
+from models.image import decode_image, render_jpeg
 
 router = APIRouter(include_in_schema=False)
 FIELD_NAMES = {"name": "your name", "email": "your e-mail address", "bib": "the bib number"}
@@ -43,7 +47,9 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
     form = await request.form(max_files=1, max_fields=10)
     values = {key: str(form.get(key) or "") for key in ("name", "email", "bib")}
     values["consent"] = bool(form.get("consent"))
+    values["face"] = str(form.get("face") or "")
     selfie = form.get("selfie")
+    data = b""
     try:
         # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
         limit_public_form(request)
@@ -51,15 +57,33 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
                 if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)
-        runner = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
+        enrolment = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
     except TooManyRequests as exc:
         return page("selfie.html", 429, event=event, values=values,
                     error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
     except AppError as exc:
-        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail)
+        faces = exc.extra.get("faces")
+        if faces:
+            faces = await run_in_threadpool(_with_previews, data, faces, settings.max_image_pixels)
+        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail, faces=faces)
     finally:
         await form.close()
-    return page("enrolled.html", event=event, runner=runner)
+    return page("enrolled.html", event=event, runner=enrolment.runner, updated=not enrolment.created)
+
+
+def _with_previews(selfie: bytes, faces: list[dict], max_pixels: int) -> list[dict]:
+    """Each face cut from the selfie as a small data: image, so the runner sees which is which.
+    It goes back to the person who sent it, in this answer only: nothing is stored."""
+    image = decode_image(selfie, max_pixels=max_pixels)
+    out = []
+    for face in faces:
+        x1, y1, x2, y2 = face["box"]
+        margin = 0.25 * max(x2 - x1, y2 - y1)
+        crop = image.crop((max(0, int(x1 - margin)), max(0, int(y1 - margin)),
+                           min(image.width, int(x2 + margin)), min(image.height, int(y2 + margin))))
+        preview = base64.b64encode(render_jpeg(crop, 160, quality=80)).decode()
+        out.append({**face, "preview": f"data:image/jpeg;base64,{preview}"})
+    return out
 
 
 def _parse_fields(values: dict) -> RunnerCreate:

@@ -43,3 +43,8 @@ class EventOut(BaseModel):
     created_at: datetime
     selfie_url: str
     stats: EventStatsOut
+
+
+class EventPage(BaseModel):
+    items: list[EventOut] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
@@ -14,10 +15,12 @@ class RunnerCreate(BaseModel):
     email: EmailStr
     bib: str | None = Field(None, max_length=40)
     consent: bool = False  # checked by the service, so a missing box gets `consent_required`
+    face: int | None = Field(None, ge=0, le=100, description=(
+        "after a `multiple_faces` answer: the `index` of your face; send the same selfie again"))
 
-    @field_validator("bib", mode="before")
+    @field_validator("bib", "face", mode="before")
     @classmethod
-    def _blank_bib_is_none(cls, value: object) -> object:
+    def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
 
@@ -29,7 +32,14 @@ class RunnerOut(BaseModel):
     bib: str | None
     created_at: datetime
     matches: int
+    matching: Literal["pending", "done"] = Field(
+        description="`pending` until matched against every face the event held when they enrolled")
     gallery_url: str
+
+
+class RunnerPage(BaseModel):
+    items: list[RunnerOut]
+    next_cursor: str | None
 
 
 class MatchOut(BaseModel):
@@ -39,4 +49,5 @@ class MatchOut(BaseModel):
 
 
 class MatchList(BaseModel):
-    items: list[MatchOut]
+    items: list[MatchOut] = Field(description="best first")
+    next_cursor: str | None = None

@@ -1,4 +1,4 @@
-"""Events: creation, lookup and live statistics."""
+"""Events: creation, lookup, listing, deletion and live statistics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from datetime import date
 
 from sqlalchemy import func, select
 
+from app.auth import Caller
 from app.db import Delivery, Event, Match, Photo, PhotoStatus, Runner
 from app.db.session import UnitOfWork
 from app.errors import NotFound
+from app.services import access
+from app.services.pagination import keyset_page
+from app.storage import PhotoStore
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,10 @@ def slugify(name: str) -> str:
 
 
 def create_event(
-    uow: UnitOfWork, *, name: str, starts_on: date | None, match_threshold: float
+    uow: UnitOfWork, *, organisation_id: str, name: str, starts_on: date | None, match_threshold: float
 ) -> Event:
-    event = Event(name=name, slug=slugify(name), starts_on=starts_on, match_threshold=match_threshold)
+    event = Event(organisation_id=organisation_id, name=name, slug=slugify(name), starts_on=starts_on,
+                  match_threshold=match_threshold)
     uow.session.add(event)
     uow.session.flush()
     return event
@@ -54,6 +59,30 @@ def get_event(uow: UnitOfWork, event_id: str) -> Event:
     if event is None:
         raise NotFound(f"No event with id {event_id!r}.", code="event_not_found")
     return event
+
+
+def list_events(uow: UnitOfWork, caller: Caller, *, limit: int, cursor: str | None) -> tuple[list[Event], str | None]:
+    """The caller's events, newest first (ids sort by creation time)."""
+    return keyset_page(uow, access.readable_events(caller), [(Event.id, True)], limit=limit, cursor=cursor,
+                       sort_key=lambda e: [e.id])
+
+
+def delete_event(uow: UnitOfWork, store: PhotoStore, event: Event) -> None:
+    """The event and everything in it: the database cascades to photos, faces, runners, matches
+    and deliveries; the files (all under `events/<id>/`) go once the rows are surely gone."""
+    selfie_keys = [k for k in uow.session.scalars(
+        select(Runner.selfie_key).where(Runner.event_id == event.id, Runner.selfie_key.is_not(None)))]
+    prefix = f"events/{event.id}"
+    uow.session.delete(event)
+    uow.session.flush()
+    uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
+
+    def remove_files() -> None:
+        store.delete_prefix(prefix)
+        for key in selfie_keys:
+            store.delete(key)
+
+    uow.after_commit(remove_files)
 
 
 def get_event_by_slug(uow: UnitOfWork, slug: str) -> Event:

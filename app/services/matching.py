@@ -328,7 +328,8 @@ def candidate_photos(uow: UnitOfWork, event_id: str, model_id: str, vector: np.n
 
 
 def match_runner(uow: UnitOfWork, runner_id: str) -> int:
-    """A new runner: rematch every photo with a face similar enough to them; returns their matches.
+    """A new (or re-enrolled) runner: rematch every photo with a face similar enough to them, and
+    the photos they hold now; returns their matches.
 
     The search over the event's faces runs before the lock; photos committed after it started
     were matched against this runner by their own `on_photo_done` (the enrolment committed
@@ -345,6 +346,9 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     if event.match_threshold < threshold:  # lowered meanwhile: search again, now under the lock
         candidates = candidate_photos(uow, event.id, runner.model_id or "", vector,
                                       event.match_threshold - CANDIDATE_MARGIN)
+    # a re-enrolled runner (new template) may lose photos the old one matched: recompute those too
+    candidates = sorted(set(candidates).union(
+        uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id))))
     runner_sets: dict[str, RunnerSet] = {}
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
         rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
@@ -354,11 +358,12 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
 
 def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> list[str]:
     """Re-send MATCH_RUNNER for runners enrolled longer ago than `stale_after` and never matched
-    (their message was lost); a duplicate run writes no difference."""
+    (their message was lost); a duplicate run writes no difference. `consent_at` is the time of
+    the last enrolment (a re-enrolment sets it again), `created_at` only the first."""
     cutoff = utcnow() - stale_after
     runner_ids = list(uow.session.scalars(
         select(Runner.id).where(Runner.matched_at.is_(None), Runner.embedding.is_not(None),
-                                Runner.created_at < cutoff).order_by(Runner.created_at).limit(limit)
+                                Runner.consent_at < cutoff).order_by(Runner.consent_at).limit(limit)
     ))
     for runner_id in runner_ids:
         uow.send_task(MATCH_RUNNER, runner_id)

@@ -1,4 +1,4 @@
-"""Photos: lookup, listing, and the state changes of processing (claim, done, failed, sweep)."""
+"""Photos: lookup, listing, deletion, and the state changes of processing (claim, done, failed, sweep)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import delete, or_, select, update
 from app.db import Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
 from app.errors import NotFound
+from app.storage import PhotoStore
 from worker.dispatch import PROCESS_PHOTO
 
 
@@ -40,6 +41,23 @@ def list_photos(
     photos = list(uow.session.scalars(query))
     next_cursor = photos[limit - 1].id if len(photos) > limit else None
     return photos[:limit], next_cursor
+
+
+def delete_photo(uow: UnitOfWork, store: PhotoStore, photo: Photo) -> None:
+    """The photo, its faces and matches (database cascade), then its files once committed.
+
+    No rematch: a photo's matches never depend on another photo's faces.
+    """
+    keys = [k for k in (photo.storage_key, photo.preview_key, photo.thumb_key) if k]
+    uow.session.delete(photo)
+    uow.session.flush()
+    uow.session.expire_all()
+
+    def remove_files() -> None:
+        for key in keys:
+            store.delete(key)
+
+    uow.after_commit(remove_files)
 
 
 def claim_photo(uow: UnitOfWork, photo_id: str, *, task_id: str, stale_after: timedelta) -> Photo | None:

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import Face
+from app.db import Face, Photo
 from app.db.session import TaskSender, unit_of_work
 from app.services import matching
 from app.services import photos as photo_service
@@ -98,7 +98,11 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
     ctx.store.put_bytes(thumb_key, render_jpeg(analysis.preview, THUMB_LONG_SIDE))
     width, height = analysis.size
     with unit_of_work(ctx.make_session, ctx.sender) as uow:
-        photo = photo_service.get_photo(uow, photo_id)
+        photo = uow.session.get(Photo, photo_id)
+        if photo is None:  # deleted (DELETE /photos or /events) while the networks ran
+            ctx.store.delete(preview_key)
+            ctx.store.delete(thumb_key)
+            return "deleted"
         if photo.claimed_by != task_id:  # our claim went stale and another task took over
             return "lost_claim"
         photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces))
@@ -110,8 +114,8 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
 
 def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
     with unit_of_work(ctx.make_session) as uow:
-        photo = photo_service.get_photo(uow, photo_id)
-        if photo.claimed_by == task_id:
+        photo = uow.session.get(Photo, photo_id)  # None: deleted meanwhile (its file with it)
+        if photo is not None and photo.claimed_by == task_id:
             photo_service.mark_failed(uow, photo, error)
     log.info("photo %s failed: %s", photo_id, error)
 

@@ -1,4 +1,4 @@
-"""Runners: enrolment with a selfie, lookup, their matches, and erasing their data.
+"""Runners: enrolment with a selfie (again: an update), lookup, listing, their matches, erasing their data.
 
 Selfie retention: the selfie is decoded and analysed in memory during the enrolment request and
 never written to storage; only its embedding and the model id are kept on the runner. A runner
@@ -7,14 +7,16 @@ enrolled under another face model must therefore enrol again (their vectors are 
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from app.config import Settings
 from app.db import Match, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.errors import NotFound, PayloadTooLarge, Unprocessable
+from app.services.pagination import keyset_page
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import matching
@@ -35,7 +37,9 @@ SELFIE_PROBLEMS = {
     "consent_required": "Please tick the box to agree that we use your selfie to find you in the photos.",
     "not_an_image": "That file is not a photo we can read. Please upload a JPEG or PNG picture of your face.",
     "no_face": "We could not find a face in that photo. Please upload a clear photo of your face.",
-    "multiple_faces": "There is more than one face in that photo. Please upload a photo of just you.",
+    "multiple_faces": "There is more than one face in that photo. Please upload a photo of just you, "
+                      "or choose which face is yours.",
+    "invalid_face": "That face choice does not match this photo. Please choose one of the faces shown.",
     "face_too_small": "Your face is too small in that photo. Please upload a closer photo of your face.",
     "image_too_large": "That photo is too large. Please upload a smaller picture.",
 }
@@ -49,19 +53,45 @@ def read_selfie(stream: BinaryIO, max_bytes: int) -> bytes:
     return data
 
 
-def choose_face(faces: list[FaceResult]) -> FaceResult:
-    """The selfie's dominant face, or the reason (an error with a stable code) there is none."""
+def candidate_faces(faces: list[FaceResult]) -> list[FaceResult]:
+    """The faces that could be the one enrolling: the largest and any of similar size, left to
+    right (so an index means the same face when the same selfie is sent again)."""
     if not faces:
+        return []
+    largest = max(f.face_px for f in faces)
+    return sorted((f for f in faces if f.face_px >= SIMILAR_FACE_RATIO * largest), key=lambda f: (f.box[0], f.box[1]))
+
+
+def choose_face(faces: list[FaceResult], face_index: int | None = None) -> FaceResult:
+    """The selfie's face (the runner's choice among similar ones), or the reason there is none.
+
+    Several faces of similar size without a choice: `multiple_faces`, listing them with their
+    index and box, so the runner can send the same selfie again with `face` = the index.
+    """
+    candidates = candidate_faces(faces)
+    if not candidates:
         raise Unprocessable(SELFIE_PROBLEMS["no_face"], code="no_face")
-    faces = sorted(faces, key=lambda f: f.face_px, reverse=True)
-    if len(faces) > 1 and faces[1].face_px >= SIMILAR_FACE_RATIO * faces[0].face_px:
-        raise Unprocessable(SELFIE_PROBLEMS["multiple_faces"], code="multiple_faces")
-    if faces[0].face_px < SELFIE_MIN_FACE_PX:
+    if face_index is not None:
+        if not 0 <= face_index < len(candidates):
+            raise Unprocessable(SELFIE_PROBLEMS["invalid_face"], code="invalid_face",
+                                extra={"faces": faces_listing(candidates)})
+        face = candidates[face_index]
+    elif len(candidates) > 1:
+        raise Unprocessable(SELFIE_PROBLEMS["multiple_faces"], code="multiple_faces",
+                            extra={"faces": faces_listing(candidates)})
+    else:
+        face = candidates[0]
+    if face.face_px < SELFIE_MIN_FACE_PX:
         raise Unprocessable(SELFIE_PROBLEMS["face_too_small"], code="face_too_small")
-    return faces[0]
+    return face
 
 
-def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings) -> FaceResult:
+def faces_listing(candidates: list[FaceResult]) -> list[dict]:
+    return [{"index": i, "box": [round(float(v), 1) for v in f.box]} for i, f in enumerate(candidates)]
+
+
+def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings, *,
+                   face_index: int | None = None) -> FaceResult:
     try:
         image = decode_image(data, max_pixels=settings.max_image_pixels)
     except ImageDecodeError as exc:
@@ -70,24 +100,64 @@ def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings) -> Fac
         raise Unprocessable(SELFIE_PROBLEMS["not_an_image"], code="not_an_image") from exc
     # Detect small faces too (min 8 px), so a distant face reads "too small", not "no face".
     faces = analyse_images([image], backend, detect_long_side=settings.detect_long_side, min_face_px=8)[0]
-    return choose_face(faces)
+    return choose_face(faces, face_index)
 
 
-def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes,
-          backend: FaceBackend, settings: Settings) -> Runner:
-    """A new runner from a usable selfie; matching against the event's photos is queued."""
+@dataclass(frozen=True)
+class Enrolment:
+    runner: Runner
+    created: bool  # False: the e-mail was already enrolled in this event and that runner was updated
+
+
+def find_by_email(uow: UnitOfWork, event_id: str, email: str) -> Runner | None:
+    return uow.session.scalar(
+        select(Runner).where(Runner.event_id == event_id, func.lower(Runner.email) == email.lower())
+        .order_by(Runner.id).limit(1))
+
+
+def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes, backend: FaceBackend,
+          settings: Settings, *, enrolled_by_key_id: str | None = None) -> Enrolment:
+    """A runner from a usable selfie; matching against the event's photos is queued.
+
+    The same e-mail again in the same event updates that runner (issue 9, review C9): same id and
+    gallery link, the new template, `matching` pending again and its matches recomputed by
+    MATCH_RUNNER; photos already e-mailed stay delivered (DeliveredPhoto is per runner), so none
+    is e-mailed twice. Serialised by the event lock, so two racing submissions make one runner.
+    """
     if not form.consent:
         raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
     event_service.get_event(uow, event_id)
-    face = analyse_selfie(selfie, backend, settings)
-    matching.runners_changed(uow, event_id)  # workers reload the event's runners; see matching.py
-    runner = Runner(event_id=event_id, name=form.name, email=str(form.email), bib=form.bib,
-                    consent_at=utcnow(), embedding=face.embedding.astype("float32").tobytes(),
-                    model_id=backend.model_id)
-    uow.session.add(runner)
+    face = analyse_selfie(selfie, backend, settings, face_index=form.face)
+    matching.runners_changed(uow, event_id)  # after the CNN; workers reload the event's runners (matching.py)
+    runner = find_by_email(uow, event_id, str(form.email))
+    created = runner is None
+    if runner is None:
+        runner = Runner(event_id=event_id)
+        uow.session.add(runner)
+    runner.name, runner.email, runner.bib = form.name, str(form.email), form.bib
+    runner.consent_at = utcnow()
+    runner.embedding, runner.model_id = face.embedding.astype("float32").tobytes(), backend.model_id
+    runner.matched_at = None  # pending until MATCH_RUNNER has seen every face of the event
+    runner.enrolled_by_key_id = enrolled_by_key_id
     uow.session.flush()
     uow.send_task(MATCH_RUNNER, runner.id)
-    return runner
+    return Enrolment(runner, created)
+
+
+def matching_state(runner: Runner) -> Literal["pending", "done"]:
+    return "done" if runner.matched_at is not None else "pending"
+
+
+def list_runners(uow: UnitOfWork, event_id: str, *, q: str | None, limit: int,
+                 cursor: str | None) -> tuple[list[Runner], str | None]:
+    """The event's runners, newest first; `q` finds a part of the name or e-mail, or the bib."""
+    query = select(Runner).where(Runner.event_id == event_id)
+    if q and q.strip():
+        needle = q.strip().lower()
+        query = query.where(or_(func.lower(Runner.name).contains(needle, autoescape=True),
+                                func.lower(Runner.email).contains(needle, autoescape=True),
+                                func.lower(Runner.bib) == needle))
+    return keyset_page(uow, query, [(Runner.id, True)], limit=limit, cursor=cursor, sort_key=lambda r: [r.id])
 
 
 def get_runner(uow: UnitOfWork, runner_id: str) -> Runner:
@@ -101,12 +171,13 @@ def match_count(uow: UnitOfWork, runner_id: str) -> int:
     return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
 
 
-def list_matches(uow: UnitOfWork, runner_id: str) -> list[Match]:
-    """The runner's matches, best first."""
+def list_matches(uow: UnitOfWork, runner_id: str, *, limit: int = 1000,
+                 cursor: str | None = None) -> tuple[list[Match], str | None]:
+    """The runner's matches, best first, a page at a time."""
     get_runner(uow, runner_id)
-    return list(uow.session.scalars(
-        select(Match).where(Match.runner_id == runner_id).order_by(Match.similarity.desc(), Match.id)
-    ))
+    return keyset_page(uow, select(Match).where(Match.runner_id == runner_id),
+                       [(Match.similarity, True), (Match.id, False)], limit=limit, cursor=cursor,
+                       sort_key=lambda m: [m.similarity, m.id])
 
 
 def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:

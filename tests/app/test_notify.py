@@ -37,6 +37,7 @@ from tests.conftest import (
     free_port,
     make_settings,
     new_api_key,
+    organisation_for_tests,
     service_env,
     start_process,
     stop_process,
@@ -138,7 +139,8 @@ def _jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (400, 300)) -> b
 
 def make_event(sessions, *, name: str = "City Marathon 2026") -> Event:
     with unit_of_work(sessions) as uow:
-        event = Event(name=name, slug=f"city-{time.time_ns()}", match_threshold=0.5)
+        event = Event(organisation_id=organisation_for_tests(uow).id, name=name, slug=f"city-{time.time_ns()}",
+                      match_threshold=0.5)
         uow.session.add(event)
     return event
 

@@ -9,7 +9,7 @@ import pytest
 from app.db import Event, Photo, utcnow
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.services import photos as photo_service
-from tests.conftest import RecordingSender
+from tests.conftest import RecordingSender, organisation_for_tests
 from worker.dispatch import PROCESS_PHOTO
 
 STALE = timedelta(minutes=10)
@@ -25,7 +25,8 @@ def make_session(settings):
 def add_photo(make_session, *, status: str = "pending", queued_ago: timedelta = timedelta(0),
               claimed_ago: timedelta | None = None, claimed_by: str | None = None) -> str:
     with unit_of_work(make_session) as uow:
-        event = Event(name="e", slug=f"e-{utcnow().timestamp()}", match_threshold=0.5)
+        event = Event(organisation_id=organisation_for_tests(uow).id, name="e", slug=f"e-{utcnow().timestamp()}",
+                      match_threshold=0.5)
         uow.session.add(event)
         uow.session.flush()
         photo = Photo(event_id=event.id, filename="p.jpg", sha256="0" * 64, size_bytes=1, content_type="image/jpeg",
@@ -92,7 +93,7 @@ def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
     from worker.dispatch import MATCH_RUNNER
 
     with unit_of_work(make_session) as uow:
-        event = Event(name="e", slug="runners-e", match_threshold=0.5)
+        event = Event(organisation_id=organisation_for_tests(uow).id, name="e", slug="runners-e", match_threshold=0.5)
         uow.session.add(event)
         uow.session.flush()
 
@@ -102,9 +103,11 @@ def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
             uow.session.add(row)
             return row
 
-        lost = runner(created_at=utcnow() - timedelta(minutes=30))
-        matched = runner(created_at=utcnow() - timedelta(minutes=30), matched_at=utcnow())
+        long_ago = utcnow() - timedelta(minutes=30)
+        lost = runner(created_at=long_ago, consent_at=long_ago)
+        matched = runner(created_at=long_ago, consent_at=long_ago, matched_at=utcnow())
         fresh = runner()
+        reenrolled = runner(created_at=long_ago)  # enrolled again just now: its message is on its way
     sender = RecordingSender()
     with unit_of_work(make_session, sender) as uow:
         assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == [lost.id]
@@ -113,4 +116,4 @@ def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
         matching.match_runner(uow, lost.id)
     with unit_of_work(make_session, RecordingSender()) as uow:
         assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == []
-    del matched, fresh
+    del matched, fresh, reenrolled

@@ -15,7 +15,7 @@ from app.ratelimit import SlidingWindowLimiter
 from app.services import api_keys, tokens
 from app.storage import LocalPhotoStore, check_key
 from tests import hostile
-from tests.conftest import api_client, migrated_settings, new_api_key
+from tests.conftest import api_client, migrated_settings, new_api_key, organisation_for_tests
 from tests.images import identity_photo
 
 
@@ -39,7 +39,8 @@ def world(secure_settings):
     store = LocalPhotoStore(secure_settings.photos_dir)
     ids: dict[str, str] = {}
     with unit_of_work(make_sessionmaker(engine)) as uow:
-        event = Event(name="Secure run", slug="secure-run", match_threshold=0.5)
+        event = Event(organisation_id=organisation_for_tests(uow).id, name="Secure run", slug="secure-run",
+                      match_threshold=0.5)
         uow.session.add(event)
         uow.session.flush()
         for who in ("a", "b"):
