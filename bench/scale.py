@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from app.db import Event, Photo, Runner  # noqa: E402
+from app.db import Event, Organisation, Photo, Runner  # noqa: E402
 from app.db.base import new_id, utcnow  # noqa: E402
 from app.db.migrate import upgrade_to_head  # noqa: E402
 from app.db.session import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
@@ -89,7 +89,11 @@ def fill(url: str, n_runners: int, n_faces: int, seed: int = 7) -> tuple[str, li
     rng = np.random.default_rng(seed)
     engine = make_engine(url)
     with unit_of_work(make_sessionmaker(engine)) as uow:
-        event = Event(name="Scale test", slug=f"scale-{secrets.token_hex(4)}", match_threshold=THRESHOLD)
+        organisation = Organisation(name="Scale test", slug=f"scale-{secrets.token_hex(4)}")
+        uow.session.add(organisation)
+        uow.session.flush()
+        event = Event(name="Scale test", slug=f"scale-{secrets.token_hex(4)}", match_threshold=THRESHOLD,
+                      organisation_id=organisation.id)
         uow.session.add(event)
         uow.session.flush()
         event_id = event.id

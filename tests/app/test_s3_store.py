@@ -74,7 +74,7 @@ def test_missing_objects_are_file_not_found_for_every_reader(s3_store):
 
 def test_worker_processes_a_photo_stored_in_s3(s3_store, settings, sessions):
     """The photo stage reads the original from S3 and writes preview and thumbnail back."""
-    from app.db import Event, Photo
+    from app.db import Event, Organisation, Photo
     from app.db.session import unit_of_work
     from app.services.processing import ProcessingContext, process_photos
     from models.fake import FakeBackend, paint_face
@@ -85,7 +85,10 @@ def test_worker_processes_a_photo_stored_in_s3(s3_store, settings, sessions):
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=95)
     with unit_of_work(sessions) as uow:
-        event = Event(name="S3", slug="s3-test", match_threshold=0.5)
+        organisation = Organisation(name="S3", slug="s3-org")
+        uow.session.add(organisation)
+        uow.session.flush()
+        event = Event(name="S3", slug="s3-test", match_threshold=0.5, organisation_id=organisation.id)
         uow.session.add(event)
         uow.session.flush()
         photos = [Photo(event_id=event.id, filename=f"{n}.jpg", sha256=f"{n:064d}", size_bytes=len(buf.getvalue()),
