@@ -41,10 +41,11 @@ from worker.dispatch import MATCH_RUNNER, REMATCH_EVENT
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
 CANDIDATE_MARGIN = 1e-4
-PHOTOS_PER_CHUNK = 500
-# A background rematch takes the event lock per chunk of this many photos (about 20 ms each at
-# 20k runners), so uploads and enrolments wait at most one chunk.
-REMATCH_PHOTOS_PER_CHUNK = 100
+# Photos recomputed together: 100 photos of ~18 faces against 20k runners is a 144 MB similarity
+# matrix (500 was 720 MB). A background rematch also takes the event lock per chunk this size,
+# so uploads and enrolments wait at most one chunk.
+PHOTOS_PER_CHUNK = 100
+REMATCH_PHOTOS_PER_CHUNK = PHOTOS_PER_CHUNK
 
 
 @dataclass(frozen=True)
