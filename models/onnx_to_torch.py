@@ -14,7 +14,6 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
 
 from models.onnx_fold import fold_constants
 
