@@ -76,14 +76,12 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
             try:
                 files[photo_id] = _local_file(stack, ctx.store, key)
             except ImageDecodeError as exc:
-                _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
-                outcomes[photo_id] = "failed"
+                outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
         analyses = analyse_files(list(files.values()), ctx.backend, max_pixels=settings.max_image_pixels,
                                  detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px)
     for photo_id, analysis in zip(list(files), analyses):
         if isinstance(analysis, ImageDecodeError):
-            _finish_failed(ctx, photo_id, task_id, f"{analysis.code}: {analysis.detail}")
-            outcomes[photo_id] = "failed"
+            outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{analysis.code}: {analysis.detail}")
             continue
         outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id][1], analysis, task_id)
     return outcomes
@@ -112,10 +110,14 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
     return "done"
 
 
-def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> None:
+def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> str:
+    """Mark the photo failed; "deleted" when it was deleted meanwhile (its original went with it)."""
     with unit_of_work(ctx.make_session) as uow:
-        photo = uow.session.get(Photo, photo_id)  # None: deleted meanwhile (its file with it)
-        if photo is not None and photo.claimed_by == task_id:
+        photo = uow.session.get(Photo, photo_id)
+        if photo is None:
+            return "deleted"
+        if photo.claimed_by == task_id:
             photo_service.mark_failed(uow, photo, error)
     log.info("photo %s failed: %s", photo_id, error)
+    return "failed"
 
