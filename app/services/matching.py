@@ -350,7 +350,8 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     # a re-enrolled runner (new template) may lose photos the old one matched: recompute those too
     candidates = sorted(set(candidates).union(
         uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id))))
-    runner_sets: dict[str, RunnerSet] = {}
+    # the runner matrix of this version (under the lock: it includes this runner) from the cache
+    runner_sets = {runner.model_id or "": runner_cache.get(uow, event.id, runner.model_id or "", event.runners_version)}
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
         rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
     runner.matched_at = utcnow()

@@ -274,5 +274,6 @@ def test_vectors_of_another_model_are_never_compared(world):
 
     with unit_of_work(world.app.state.make_session) as uow:
         uow.session.get(Runner, runner["id"]).model_id = "some-older-model"
+        matching.runners_changed(uow, event["id"])  # as every writer of runners does (worker caches)
     world.process(list(photo_ids.values()))
     assert world.matches(runner["id"]) == []
