@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 
 from app.config import load_settings
@@ -39,7 +41,7 @@ def _operator_uow():
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings.resolved_database_url)  # idempotent; lets a fresh install create a key first
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, **settings.engine_options)
     try:
         with unit_of_work(make_sessionmaker(engine)) as uow:
             yield uow
@@ -162,21 +164,75 @@ def cmd_run(args: argparse.Namespace) -> int:
     _migrate(settings.resolved_database_url)
     concurrency = settings.worker_concurrency or min(2, os.cpu_count() or 1)
     # Photos get their own pool; matching and e-mail a second, small one that never waits
-    # behind a burst of uploads (and never loads the face networks).
+    # behind a burst of uploads (and never loads the face networks). Each is supervised.
     pools = [["--queues", PHOTOS_QUEUE, f"--concurrency={concurrency}"],
              ["--queues", f"{MATCHING_QUEUE},{EMAIL_QUEUE}", "--concurrency=1", "--beat"]]
-    workers = [subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", *pool],
-        start_new_session=True,  # Ctrl-C reaches us only; we stop the workers ourselves, once
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-    ) for pool in pools]
-    log.warning("workers started (pids %s); API on http://%s:%s", [w.pid for w in workers], args.host, args.port)
+    workers = [WorkerSupervisor([sys.executable, "-m", "app.cli", "worker", *pool],
+                                first_backoff_s=settings.worker_restart_backoff_s) for pool in pools]
+    for worker in workers:
+        worker.start()
+    log.warning("API on http://%s:%s", args.host, args.port)
     try:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
     finally:
         for worker in workers:
-            _stop(worker)
+            worker.stop()
     return 0
+
+
+class WorkerSupervisor:
+    """Keeps one worker process beside the API: if it exits (a crash, an OOM kill, an unrecoverable
+    broker error), it is started again after a backoff that doubles while it keeps failing, and the
+    log says so. The worker runs the sweeper too (--beat), so that comes back with it."""
+
+    MAX_BACKOFF_S = 60.0
+    STABLE_AFTER_S = 60.0  # a worker that ran this long had no start-up problem: back to the first backoff
+
+    def __init__(self, argv: list[str], *, first_backoff_s: float = 1.0) -> None:
+        self.argv, self.first_backoff_s = argv, first_backoff_s
+        self._process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen | None:
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            self._process = subprocess.Popen(
+                self.argv,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop the worker ourselves, once
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+            log.warning("worker started (pid %s)", self._process.pid)
+            return self._process
+
+    def _supervise(self) -> None:
+        backoff = self.first_backoff_s
+        while (process := self._spawn()) is not None:
+            started = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            ran_s = time.monotonic() - started
+            if ran_s >= self.STABLE_AFTER_S:
+                backoff = self.first_backoff_s
+            log.error("worker (pid %s) exited with code %s after %.0f s; restarting it in %.0f s",
+                      process.pid, code, ran_s, backoff)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.MAX_BACKOFF_S)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None:
+            _stop(process)
+        self._thread.join(timeout=5)
 
 
 def _stop(worker: subprocess.Popen) -> None:

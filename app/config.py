@@ -71,8 +71,24 @@ class Settings(BaseSettings):
     public_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("FINISHLINE_PUBLIC_RATE_WINDOW_S"))
     # A photo queued or claimed longer than this is re-queued by the sweeper (lost message, dead worker).
     stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
+    # A photo whose processing raises anything but a decode error is tried this often in all (the
+    # sweeper re-queues it after stale_after between tries), then it is `failed` with the reason.
+    photo_max_attempts: int = Field(3, ge=1, le=100, validation_alias=_env("FINISHLINE_PHOTO_MAX_ATTEMPTS"))
     sweep_every_s: int = Field(60, ge=1, validation_alias=_env("FINISHLINE_SWEEP_EVERY_S"))
+    # Database connections per process (API or worker): pool size, overflow, and how long a request
+    # waits for a free one before it is answered 503 with Retry-After.
+    db_pool_size: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_DB_POOL_SIZE"))
+    db_max_overflow: int = Field(20, ge=0, validation_alias=_env("FINISHLINE_DB_MAX_OVERFLOW"))
+    db_pool_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("FINISHLINE_DB_POOL_TIMEOUT_S"))
+    # Each worker writes a heartbeat this often; /readyz calls the workers gone after three missed.
+    worker_heartbeat_s: float = Field(10.0, gt=0, validation_alias=_env("FINISHLINE_WORKER_HEARTBEAT_S"))
+    # `finishline run` restarts a worker that exits: after this many seconds, doubling up to 60 s
+    # while it keeps failing (back to this once it has run for a minute).
+    worker_restart_backoff_s: float = Field(1.0, gt=0, validation_alias=_env("FINISHLINE_WORKER_RESTART_BACKOFF_S"))
     worker_concurrency: int | None = Field(None, validation_alias=_env("FINISHLINE_WORKER_CONCURRENCY"))
+    # Webhook URLs resolving to loopback or private addresses are refused (at creation and at each
+    # send, against DNS rebinding) unless this is true: tests, or receivers on a private network.
+    webhook_allow_private: bool = Field(False, validation_alias=_env("FINISHLINE_WEBHOOK_ALLOW_PRIVATE"))
 
     @field_validator("public_base_url")
     @classmethod
@@ -90,6 +106,11 @@ class Settings(BaseSettings):
         return value
 
     # --- derived values ---
+    @property
+    def engine_options(self) -> dict[str, float]:
+        return {"pool_size": self.db_pool_size, "max_overflow": self.db_max_overflow,
+                "pool_timeout_s": self.db_pool_timeout_s}
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'finishline.db').resolve()}"

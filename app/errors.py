@@ -16,7 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -72,11 +74,23 @@ class ServiceUnavailable(AppError):
     status, title, code = 503, "Service unavailable", "unavailable"
 
 
+def problem_body(status: int, title: str, detail: str, code: str, extra: dict | None = None) -> dict:
+    return {**(extra or {}), "type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
+            "detail": detail, "code": code}
+
+
 def problem(status: int, title: str, detail: str, code: str, headers: dict | None = None,
             extra: dict | None = None) -> JSONResponse:
-    body = {**(extra or {}), "type": f"https://finishline.dev/problems/{code}", "title": title, "status": status,
-            "detail": detail, "code": code}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(problem_body(status, title, detail, code, extra), status_code=status,
+                        media_type=PROBLEM_JSON, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (Starlette's own Allow names one route's only)."""
+    methods = [method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                      for route in request.app.router.routes)]
+    return ", ".join(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -96,16 +110,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, "Unprocessable content", "; ".join(parts) or "invalid request", "validation_error")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 401: "unauthorized"}
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "payload_too_large"}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         return problem(exc.status_code, str(exc.detail), str(exc.detail),
-                       codes.get(exc.status_code, f"http_{exc.status_code}"))
+                       codes.get(exc.status_code, f"http_{exc.status_code}"), headers or None)
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc.orig)
         return problem(503, "Service unavailable", "The database is unavailable; try again shortly.",
                        "database_unavailable", {"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no free database connection: %s", exc)
+        return problem(503, "Service unavailable", "The server is busy; try again shortly.", "overloaded",
+                       {"Retry-After": "5"})
 
     @app.exception_handler(BrokerError)
     async def _broker_down(_: Request, exc: BrokerError) -> JSONResponse:

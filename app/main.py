@@ -7,31 +7,37 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import events, health, keys, notify, photos, runners
+from app.api import events, health, keys, notify, photos, runners, webhooks
+from app.api.openapi import install_openapi
 from app.config import Settings, load_settings
 from app.db.session import make_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import FORM_OVERHEAD_BYTES, BodySizeLimit
-from app.pages import gallery, selfie, unsubscribe
+from app.pages import api_docs, gallery, selfie, unsubscribe
 from app.storage import make_store
 from worker.celery_app import create_celery
 from worker.dispatch import CelerySender
 
 API_PREFIX = "/api/v1"
+API_DESCRIPTION = """Gets race photos to the runners in them.
+
+Every `/api/v1` call carries `Authorization: Bearer <api key>`. Errors are
+`application/problem+json` (RFC 9457) with a stable `code`: switch on `code`, never on `detail`.
+Each operation below lists the codes it can answer with."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, **settings.engine_options)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         engine.dispose()
 
-    app = FastAPI(title="Finishline", version="1.0.0", lifespan=lifespan,
-                  description="Gets race photos to the runners in them.")
+    app = FastAPI(title="Finishline", version="1.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description=API_DESCRIPTION)
     celery = create_celery(settings)
     app.state.settings = settings
     app.state.make_session = make_sessionmaker(engine)
@@ -50,7 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gallery.router)
     app.include_router(notify.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
+    app.include_router(webhooks.router, prefix=API_PREFIX)
+    webhooks.document_deliveries(app)
     app.include_router(unsubscribe.router)
+    app.include_router(api_docs.router)
+    api_docs.mount_docs_assets(app)
+    install_openapi(app)
     settings.signing_key  # noqa: B018 - create the embedded secret now, not in a request
     logging.getLogger(__name__).info("Finishline API ready (data dir %s)", settings.data_dir.resolve())
     return app

@@ -115,12 +115,13 @@ class S3PhotoStore:
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
+        from botocore.exceptions import ClientError
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "object"
             try:
                 self.client.download_file(self.bucket, self._key(key), str(path))
-            except self.client.exceptions.ClientError as exc:
-                # download_file asks with HEAD first, so a missing key is a bare 404, not NoSuchKey
+            except ClientError as exc:  # a missing object is a missing original, not a crash
                 if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                     raise FileNotFoundError(key) from exc
                 raise

@@ -204,3 +204,49 @@ def stop_process(process: subprocess.Popen, sig=None, timeout: float = 40) -> in
             process.kill()
             process.wait()
     return process.returncode
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """`app` served by uvicorn on a loopback port in a thread; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def finishline_run(data_dir: Path, *, extra_env: dict[str, str] | None = None, **overrides) -> Iterator[dict]:
+    """`finishline run` as a user starts it, on a free loopback port, with an organiser key.
+
+    Yields {"client" (httpx, with the key), "process", "log", "key", "base", "env"}; Ctrl-C at the end.
+    """
+    import signal
+
+    settings = make_settings(data_dir, **overrides)
+    env = service_env(settings) | (extra_env or {})
+    key = subprocess.run([sys.executable, "-m", "app.cli", "create-key", "e2e"], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    port = free_port()
+    log_path = data_dir.parent / "run.log"
+    process = start_process(["run", "--port", str(port)], env, log_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/healthz", process, log_path)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            yield {"client": client, "process": process, "log": log_path, "key": key, "base": base, "env": env}
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)

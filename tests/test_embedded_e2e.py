@@ -2,39 +2,31 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
-import httpx
 import pytest
+from sqlalchemy import text
 
-from tests.conftest import REPO, free_port, make_settings, service_env, start_process, wait_for_http, \
-    wait_until_processed
+from app.db.session import make_engine
+from tests.app.test_matching import canvas
+from tests.app.test_webhooks import Receiver
+from tests.conftest import REPO, finishline_run, wait_until_processed
 from tests.images import identity_photo
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("embedded") / "data"
-    settings = make_settings(data_dir, stale_after_s=30, sweep_every_s=5)
-    env = service_env(settings)
-    key = subprocess.run([sys.executable, "-m", "app.cli", "create-key", "e2e"], env=env, cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    log_path = data_dir.parent / "run.log"
-    process = start_process(["run", "--port", str(port)], env, log_path)
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{base}/healthz", process, log_path)
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-        yield {"client": client, "process": process, "log": log_path, "key": key, "base": base, "env": env}
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+    # the webhook receiver is on loopback
+    with finishline_run(data_dir, extra_env={"FINISHLINE_WEBHOOK_ALLOW_PRIVATE": "true"},
+                        stale_after_s=30, sweep_every_s=5) as running:
+        yield running
 
 
 def test_upload_is_processed_with_faces(server, faces_dir):
@@ -90,6 +82,45 @@ def test_ingest_uploads_folders_and_zips_and_is_safe_to_rerun(server, faces_dir,
     assert "uploaded: 0" in second and "already there (skipped): 4" in second
     photos = client.get(f"/api/v1/events/{event['id']}/photos").json()["items"]
     assert sorted(p["filename"] for p in photos) == ["1.jpg", "2.jpg", "3.JPG", "camera2.zip/a/4.jpg"]
+
+
+def test_webhooks_from_the_real_worker_reach_a_receiver_that_was_down(server, faces_dir):
+    """Photo processed and runner matched by the real worker; the receiver is down at first, so
+    Celery retries with backoff; once it is up each event arrives once, correctly signed."""
+    client = server["client"]
+    receiver = Receiver()  # not started yet: connection refused
+    event = client.post("/api/v1/events", json={"name": "Hooks"}).json()
+    hook = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["runner.matched", "event.processed"]})
+    receiver.secret = hook.json()["secret"]
+    photo = canvas(faces_dir, ["paul_burrell/2", "spencer_abraham/1"])
+    uploaded = client.post(f"/api/v1/events/{event['id']}/photos", files=[("files", ("finish.jpg", photo))]).json()
+    wait_until_processed(client, event["id"], expected=1)
+    selfie = identity_photo(faces_dir, "paul_burrell", 1).read_bytes()
+    runner = client.post(f"/api/v1/events/{event['id']}/runners", files={"selfie": ("me.jpg", selfie)},
+                         data={"name": "Paul", "email": "paul@example.org", "consent": "true"}).json()
+    time.sleep(2)  # let the first attempts fail
+    receiver.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            types = {(b["type"], b["data"].get("runner_id")) for b in receiver.received}
+            if {("event.processed", None), ("runner.matched", runner["id"])} <= types:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"not delivered: {receiver.received}\n{server['log'].read_text()[-3000:]}")
+    finally:
+        receiver.stop()
+    matched = [b for b in receiver.received if b["data"].get("runner_id") == runner["id"]]
+    assert [m["photo_id"] for m in matched[-1]["data"]["matches"]] == [uploaded["photos"][0]["id"]]
+    assert len({b["id"] for b in receiver.received}) == len(receiver.received) and receiver.bad_signatures == 0
+    engine = make_engine(make_settings(Path(server["env"]["FINISHLINE_DATA_DIR"])).resolved_database_url)
+    with engine.connect() as conn:  # event.processed was sent while the receiver was down: retried
+        attempts = conn.execute(text(
+            "SELECT d.attempt, d.succeeded FROM webhook_deliveries d JOIN webhook_events e "
+            "ON e.id = d.webhook_event_id WHERE e.type = 'event.processed' ORDER BY d.attempt")).all()
+    engine.dispose()
+    assert attempts[0] == (1, False) and attempts[-1][1] and sum(ok for _, ok in attempts) == 1, attempts
 
 
 def test_ctrl_c_stops_api_and_worker(server):

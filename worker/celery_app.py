@@ -1,10 +1,11 @@
 """The Celery app, configured from Settings.
 
-Broker: Redis when REDIS_URL is set. Otherwise kombu's filesystem transport: messages are files
-in a folder under the data dir, so the API and worker processes on one machine share a queue with
-no server at all (README: "Why the filesystem broker"). It drops a message once a worker has read
-it, like any broker does on a crash before ack, so the sweeper (SWEEP_STALE_WORK) re-queues work
-whose message was lost.
+Broker: Redis when REDIS_URL is set. Otherwise kombu's filesystem transport (hardened in
+worker/fs_broker.py: bad message files are set aside, never fatal): messages are files in a folder
+under the data dir, so the API and worker processes on one machine share a queue with no server at
+all (README: "Why the filesystem broker"). It drops a message once a worker has read it, like any
+broker does on a crash before ack, so the sweeper (SWEEP_STALE_WORK) re-queues work whose message
+was lost.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import Settings, load_settings
+from worker import fs_broker
 from worker.dispatch import DEFAULT_QUEUE, SWEEP_STALE_WORK, TASK_QUEUES
+from worker.heartbeat import Heartbeat
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -25,7 +28,7 @@ def create_celery(settings: Settings) -> Celery:
     else:
         queue_dir = settings.broker_dir / "queue"
         queue_dir.mkdir(parents=True, exist_ok=True)
-        celery.conf.broker_url = "filesystem://"
+        celery.conf.broker_url = fs_broker.register()
         celery.conf.broker_transport_options = {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
@@ -47,6 +50,7 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule={"sweep-stale-work": {"task": SWEEP_STALE_WORK, "schedule": settings.sweep_every_s}},
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
+    celery.steps["worker"].add(Heartbeat)  # read by /readyz: is a worker alive?
     celery.finishline_settings = settings
     return celery
 

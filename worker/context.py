@@ -43,7 +43,7 @@ def get_context(settings: Settings) -> WorkerContext:
     global _context
     with _context_lock:
         if _context is None:
-            engine = make_engine(settings.resolved_database_url)
+            engine = make_engine(settings.resolved_database_url, **settings.engine_options)
             store = make_store(settings.storage_url, settings.photos_dir)
             _context = WorkerContext(settings, make_sessionmaker(engine), store)
         return _context

@@ -9,9 +9,11 @@ MATCH_RUNNER = "finishline.match_runner"
 REMATCH_EVENT = "finishline.rematch_event"
 SEND_RUNNER_EMAIL = "finishline.send_runner_email"
 SWEEP_STALE_WORK = "finishline.sweep_stale_work"
+DELIVER_WEBHOOK = "finishline.deliver_webhook"
 
 # Three queues, so a burst of uploads never delays a runner's matches or e-mails: photo tasks
-# (CNN work, GPU machines) on `photos`, matching and the sweeper on `matching`, SMTP on `email`.
+# (CNN work, GPU machines) on `photos`, matching and the sweeper on `matching`, SMTP and webhook
+# deliveries on `email`.
 # `finishline run` gives `photos` its own worker pool and the other two a second one.
 PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE = "photos", "matching", "email"
 QUEUES = (PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE)
@@ -21,6 +23,7 @@ TASK_QUEUES = {
     REMATCH_EVENT: MATCHING_QUEUE,
     SWEEP_STALE_WORK: MATCHING_QUEUE,
     SEND_RUNNER_EMAIL: EMAIL_QUEUE,
+    DELIVER_WEBHOOK: EMAIL_QUEUE,  # outgoing messages: e-mail and webhooks, both slow network I/O
 }
 DEFAULT_QUEUE = MATCHING_QUEUE  # a task with no route here: short database work
 

@@ -17,10 +17,13 @@ from app.db.session import unit_of_work
 from app.services import matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
+from app.services import webhooks as webhook_service
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
+from app.services.webhooks import NotDelivered as WebhookNotDelivered
 from worker.context import get_context
-from worker.dispatch import MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender
+from worker.dispatch import (DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL,
+                             SWEEP_STALE_WORK, CelerySender)
 
 log = get_task_logger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
@@ -47,21 +50,41 @@ def sweep_stale_work_task(self) -> int:
     ctx = get_context(self.app.finishline_settings)
     stale_after = timedelta(seconds=ctx.settings.stale_after_s)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
-        photos = photo_service.sweep_stale_photos(uow, stale_after=stale_after)
+        photos = photo_service.sweep_stale_photos(uow, stale_after=stale_after,
+                                                  max_attempts=ctx.settings.photo_max_attempts,
+                                                  backlog=_photo_queue_length(self.app) > 0)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         deliveries = notify_service.sweep_stale_deliveries(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         runners = matching.sweep_unmatched_runners(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        hooks = webhook_service.sweep_stale_events(uow, stale_after=stale_after)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
         matching.sweep_unfinished_rematches(uow)
-    if photos.requeued or deliveries.requeued or deliveries.uncertain or runners:
-        log.warning("sweeper: re-queued %d photos, %d runners to match and %d e-mails; %d e-mails uncertain",
-                    len(photos.requeued), len(runners), len(deliveries.requeued), len(deliveries.uncertain))
-    return len(photos.requeued) + len(deliveries.requeued) + len(runners)
+    if photos.requeued or photos.failed or deliveries.requeued or deliveries.uncertain or runners or hooks:
+        log.warning("sweeper: re-queued %d photos, %d runners to match, %d e-mails and %d webhook events; "
+                    "%d photos failed (attempts used up); %d e-mails uncertain", len(photos.requeued),
+                    len(runners), len(deliveries.requeued), len(hooks), len(photos.failed),
+                    len(deliveries.uncertain))
+    return len(photos.requeued) + len(deliveries.requeued) + len(runners) + len(hooks)
 
 
-# Retries at most 300 s apart (less than stale_after), so the sweeper never mistakes a delivery
-# waiting for its next retry for a lost one; 10 retries span roughly half an hour of SMTP outage.
+def _photo_queue_length(celery) -> int:
+    """Messages waiting in the queue PROCESS_PHOTO is routed to; 0 when the broker cannot say."""
+    queue = celery.amqp.router.route({}, PROCESS_PHOTO)["queue"]
+    try:
+        with celery.connection_for_read() as conn:
+            # a plain (not passive) declare: Redis knows a queue only once something declared it
+            return conn.default_channel.queue_declare(queue=queue.name, durable=queue.durable,
+                                                      auto_delete=queue.auto_delete).message_count
+    except Exception as exc:
+        log.warning("sweeper: cannot read the photo queue's length (%r); treating it as empty", exc)
+        return 0
+
+
+# Retries at most 300 s apart (less than stale_after) and each failed try refreshes `queued_at`, so
+# the sweeper never mistakes a delivery waiting for its next retry for a lost one; 10 retries span
+# roughly half an hour of SMTP outage.
 @shared_task(bind=True, name=SEND_RUNNER_EMAIL, autoretry_for=(EmailNotSent, *TRANSIENT), retry_backoff=True,
              retry_backoff_max=300, max_retries=10)
 def send_runner_email_task(self, delivery_id: str) -> str:
@@ -74,12 +97,25 @@ def send_runner_email_task(self, delivery_id: str) -> str:
     return outcome
 
 
+# Retries back off up to 300 s apart (under stale_after, so the sweeper leaves a waiting retry
+# alone); 10 retries span about half an hour of a receiver being down.
+@shared_task(bind=True, name=DELIVER_WEBHOOK, autoretry_for=(WebhookNotDelivered, *TRANSIENT), retry_backoff=True,
+             retry_backoff_max=300, max_retries=10)
+def deliver_webhook_task(self, webhook_event_id: str) -> str:
+    ctx = get_context(self.app.finishline_settings)
+    outcome = webhook_service.deliver(ctx.make_session, webhook_event_id,
+                                      allow_private=ctx.settings.webhook_allow_private,
+                                      last_try=self.request.retries >= self.max_retries)
+    log.info("webhook event %s: %s", webhook_event_id, outcome)
+    return outcome
+
+
 @shared_task(bind=True, name=MATCH_RUNNER, autoretry_for=TRANSIENT, retry_backoff=True,
              retry_backoff_max=300, max_retries=8)
 def match_runner_task(self, runner_id: str) -> int:
     """A new runner against the faces already in their event (photos to come match themselves)."""
     ctx = get_context(self.app.finishline_settings)
-    with unit_of_work(ctx.make_session) as uow:
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:  # the sender: runner.matched webhooks
         matches = matching.match_runner(uow, runner_id)
     log.info("runner %s: %d matches", runner_id, matches)
     return matches

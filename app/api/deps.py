@@ -34,6 +34,8 @@ def get_uow_factory(request: Request) -> Callable[[], AbstractContextManager[Uni
 def get_uow(request: Request) -> Iterator[UnitOfWork]:
     # scope="function" below: commit before the response is sent, so a client that reads
     # right after a 201 sees the row, and a failed commit is reported instead of hidden.
+    # It holds a pool connection from its first query to the end of the route: routes that read
+    # an upload body or run a network take UowFactory instead and open short ones.
     with get_uow_factory(request)() as uow:
         yield uow
 
@@ -45,10 +47,16 @@ UowFactory = Annotated[Callable[[], AbstractContextManager[UnitOfWork]], Depends
 
 
 def require_caller(
-    uow: UoW, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
-    """The caller of every /api/v1 route: 401 for a missing, unknown or revoked key."""
-    return Caller.for_key(api_keys.authenticate(uow, credentials.credentials if credentials else None))
+    """The caller of every /api/v1 route: 401 for a missing, unknown or revoked key.
+
+    Its own short transaction, not the request's: the connection is back in the pool before the
+    route reads an upload body or runs a network (minutes, for a 2 GB upload). The Caller is a
+    plain value, so nothing of that session is used afterwards.
+    """
+    with get_uow_factory(request)() as uow:
+        return Caller.for_key(api_keys.authenticate(uow, credentials.credentials if credentials else None))
 
 
 CallerDep = Annotated[Caller, Depends(require_caller)]

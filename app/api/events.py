@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW
+from app.api.openapi import api_errors
 from app.db import Event
 from app.db.session import UnitOfWork
 from app.schemas.event import EventCreate, EventOut, EventPage, EventStatsOut, EventUpdate
@@ -24,7 +25,8 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
     )
 
 
-@router.post("/events", status_code=201, response_model=EventOut)
+@router.post("/events", status_code=201, response_model=EventOut, summary="Create an event",
+             responses=api_errors("malformed_body", "validation_error", "payload_too_large"))
 def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
     access.require_organiser(caller)
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
@@ -33,7 +35,8 @@ def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: Cal
     return event_out(uow, event, settings.public_base_url)
 
 
-@router.get("/events", response_model=EventPage)
+@router.get("/events", response_model=EventPage, summary="List the organisation's events",
+            responses=api_errors("validation_error", "invalid_cursor"))
 def list_events(uow: UoW, settings: SettingsDep, caller: CallerDep,
                 limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> EventPage:
     """The organisation's events, newest first."""
@@ -42,12 +45,15 @@ def list_events(uow: UoW, settings: SettingsDep, caller: CallerDep,
     return EventPage(items=[event_out(uow, e, settings.public_base_url) for e in events], next_cursor=next_cursor)
 
 
-@router.get("/events/{event_id}", response_model=EventOut)
+@router.get("/events/{event_id}", response_model=EventOut, summary="Get an event with its live counts",
+            responses=api_errors("event_not_found"))
 def get_event(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
     return event_out(uow, access.get_event(uow, caller, event_id), settings.public_base_url)
 
 
-@router.patch("/events/{event_id}", response_model=EventOut, responses={202: {"model": EventOut}})
+@router.patch("/events/{event_id}", response_model=EventOut, summary="Edit an event",
+              responses={202: {"model": EventOut, "description": "the new threshold is being applied in the background"},
+                         **api_errors("event_not_found", "malformed_body", "validation_error", "payload_too_large")})
 def update_event(event_id: str, body: EventUpdate, response: Response, uow: UoW, settings: SettingsDep,
                  caller: CallerDep) -> EventOut:
     """Edit an event. A new `match_threshold` answers 202 and rematches the event's photos in the
@@ -60,7 +66,8 @@ def update_event(event_id: str, body: EventUpdate, response: Response, uow: UoW,
     return event_out(uow, event, settings.public_base_url)
 
 
-@router.delete("/events/{event_id}", status_code=204)
+@router.delete("/events/{event_id}", status_code=204, summary="Delete an event and everything in it",
+               responses=api_errors("event_not_found"))
 def delete_event(event_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
     """The event with its photos (files too), faces, runners, matches and deliveries."""
     access.require_organiser(caller)

@@ -8,6 +8,8 @@ from starlette.datastructures import FormData, UploadFile
 
 from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.health import check_broker
+from app.api.openapi import api_errors
+from app.auth import Caller
 from app.db import Face, Photo
 from app.errors import AppError, PayloadTooLarge, Unprocessable
 from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
@@ -22,7 +24,8 @@ UPLOAD_BODY = {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+            "properties": {"files": {"type": "array", "minItems": 1,
+                                     "items": {"type": "string", "format": "binary"},
                                      "description": "JPEG, PNG or ZIP files (repeat the field)"}},
         }}},
     }
@@ -50,11 +53,20 @@ async def _read_form(request: Request, max_files: int) -> FormData:
         raise Unprocessable(detail, code="malformed_upload") from exc
 
 
-@router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY)
-async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
+def _check_event(open_uow: UowFactory, caller: Caller, event_id: str) -> None:
+    with open_uow() as uow:
+        access.get_event(uow, caller, event_id)
+
+
+@router.post("/events/{event_id}/photos", status_code=202, response_model=UploadOut, openapi_extra=UPLOAD_BODY,
+             summary="Upload photos (JPEG, PNG or ZIPs of them)",
+             responses=api_errors("event_not_found", "payload_too_large", "too_many_files", "no_files",
+                                  "malformed_upload", "broker_unavailable"))
+async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
                         settings: SettingsDep, store: StoreDep, caller: CallerDep) -> UploadOut:
     access.require_organiser(caller)
-    await run_in_threadpool(access.get_event, uow, caller, event_id)
+    # No transaction stays open while the body arrives: each step below opens a short one.
+    await run_in_threadpool(_check_event, open_uow, caller, event_id)
     # Broker down: answer 503 (broker_unavailable) before reading a byte, rather than store photos
     # whose task cannot be sent. If it dies mid-upload, the photos already stored stay `pending`
     # and the sweeper queues them once it is back (README: "Limits and failure handling").
@@ -81,7 +93,8 @@ async def upload_photos(event_id: str, request: Request, uow: UoW, open_uow: Uow
     )
 
 
-@router.get("/events/{event_id}/photos", response_model=PhotoPage)
+@router.get("/events/{event_id}/photos", response_model=PhotoPage, summary="List an event's photos",
+            responses=api_errors("event_not_found", "validation_error", "invalid_cursor"))
 def list_photos(event_id: str, uow: UoW, caller: CallerDep,
                 status: Literal["pending", "processing", "done", "failed"] | None = None,
                 limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> PhotoPage:
@@ -92,14 +105,24 @@ def list_photos(event_id: str, uow: UoW, caller: CallerDep,
     return PhotoPage(items=[photo_out(p, faces[p.id]) for p in photos], next_cursor=next_cursor)
 
 
-@router.get("/photos/{photo_id}", response_model=PhotoOut)
+@router.get("/photos/{photo_id}", response_model=PhotoOut, summary="Get a photo with its faces",
+            responses=api_errors("photo_not_found"))
 def get_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
     photo = access.get_photo(uow, caller, photo_id)
     return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])
 
 
-@router.delete("/photos/{photo_id}", status_code=204)
+@router.delete("/photos/{photo_id}", status_code=204, summary="Delete a photo", responses=api_errors("photo_not_found"))
 def delete_photo(photo_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
     """The photo, its files, faces and matches."""
     photo_service.delete_photo(uow, store, access.get_photo(uow, caller, photo_id))
     return Response(status_code=204)
+
+
+@router.post("/photos/{photo_id}/retry", status_code=202, response_model=PhotoOut,
+             responses={409: {"description": "the photo has not failed (code `photo_not_failed`)"}})
+def retry_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
+    """Queue a `failed` photo for processing again, with a fresh set of attempts (organisers)."""
+    access.require_organiser(caller)
+    photo = photo_service.retry_photo(uow, access.get_photo(uow, caller, photo_id))
+    return photo_out(photo, [])

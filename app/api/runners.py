@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW
+from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
+from app.api.openapi import api_errors
 from app.config import Settings
 from app.db import Runner
 from app.db.session import UnitOfWork
@@ -26,22 +27,33 @@ def runner_out(uow: UnitOfWork, runner: Runner, settings: Settings) -> RunnerOut
     )
 
 
-# A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop.
+# A sync route: FastAPI runs it in the thread pool, so the CNNs never block the event loop. The
+# body is read before it runs; it opens two short transactions around the CNN, never one across it.
 @router.post("/events/{event_id}/runners", status_code=201, response_model=RunnerOut,
-             responses={200: {"model": RunnerOut, "description": "this e-mail was enrolled already: runner updated"}})
+             summary="Enrol a runner with a selfie (or update the one with this e-mail)",
+             responses={200: {"model": RunnerOut, "description": "this e-mail was enrolled already: runner updated"},
+                        **api_errors("event_not_found", "malformed_body", "payload_too_large", "image_too_large",
+                                     "validation_error", "consent_required", "not_an_image", "no_face",
+                                     "multiple_faces", "invalid_face", "face_too_small")})
 def enrol_runner(event_id: str, form: Annotated[RunnerCreate, Form()], selfie: Annotated[UploadFile, File()],
-                 uow: UoW, settings: SettingsDep, caller: CallerDep, response: Response) -> RunnerOut:
+                 open_uow: UowFactory, settings: SettingsDep, caller: CallerDep, response: Response) -> RunnerOut:
     """Enrol a runner (201), or update the runner already enrolled with this e-mail (200)."""
-    event = access.get_event(uow, caller, event_id)
-    data = runner_service.read_selfie(selfie.file, settings.max_file_bytes)
-    enrolment = runner_service.enrol(uow, event.id, form, data, load_face_backend(settings), settings,
-                                     enrolled_by_key_id=caller.key_id)
-    if not enrolment.created:
-        response.status_code = 200
-    return runner_out(uow, enrolment.runner, settings)
+    runner_service.require_consent(form)
+    with open_uow() as uow:
+        event = access.get_event(uow, caller, event_id)  # 404 before any network work
+    backend = load_face_backend(settings)
+    face = runner_service.analyse_selfie(runner_service.read_selfie(selfie.file, settings.max_file_bytes),
+                                         backend, settings, face_index=form.face)
+    with open_uow() as uow:
+        enrolment = runner_service.enrol(uow, event.id, form, face, backend.model_id,
+                                         enrolled_by_key_id=caller.key_id)
+        if not enrolment.created:
+            response.status_code = 200
+        return runner_out(uow, enrolment.runner, settings)
 
 
-@router.get("/events/{event_id}/runners", response_model=RunnerPage)
+@router.get("/events/{event_id}/runners", response_model=RunnerPage, summary="List or search an event's runners",
+            responses=api_errors("event_not_found", "validation_error", "invalid_cursor"))
 def list_runners(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep,
                  q: Annotated[str | None, Query(max_length=320, description="part of the name or e-mail, or the bib")] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 100, cursor: str | None = None) -> RunnerPage:
@@ -52,12 +64,14 @@ def list_runners(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerD
     return RunnerPage(items=[runner_out(uow, r, settings) for r in runners], next_cursor=next_cursor)
 
 
-@router.get("/runners/{runner_id}", response_model=RunnerOut)
+@router.get("/runners/{runner_id}", response_model=RunnerOut, summary="Get a runner",
+            responses=api_errors("runner_not_found"))
 def get_runner(runner_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep) -> RunnerOut:
     return runner_out(uow, access.get_runner(uow, caller, runner_id), settings)
 
 
-@router.get("/runners/{runner_id}/matches", response_model=MatchList)
+@router.get("/runners/{runner_id}/matches", response_model=MatchList, summary="List a runner's matched photos",
+            responses=api_errors("runner_not_found", "validation_error", "invalid_cursor"))
 def list_matches(runner_id: str, uow: UoW, caller: CallerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
                  cursor: str | None = None) -> MatchList:
     """The runner's matches, best first."""
@@ -67,7 +81,8 @@ def list_matches(runner_id: str, uow: UoW, caller: CallerDep, limit: Annotated[i
                             for m in matches], next_cursor=next_cursor)
 
 
-@router.delete("/runners/{runner_id}", status_code=204)
+@router.delete("/runners/{runner_id}", status_code=204, summary="Delete a runner and all their data",
+               responses=api_errors("runner_not_found"))
 def delete_runner(runner_id: str, uow: UoW, store: StoreDep, caller: CallerDep) -> Response:
     runner_service.delete_runner(uow, store, access.get_runner(uow, caller, runner_id).id)
     return Response(status_code=204)

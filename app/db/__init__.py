@@ -5,13 +5,16 @@ from app.db.base import Base, new_id, utcnow
 from app.db.delivery import DeliveredPhoto, Delivery
 from app.db.event import Event
 from app.db.face import Face
+from app.db.heartbeat import WorkerHeartbeat
 from app.db.match import Match, MatchRejection
 from app.db.organisation import Organisation
 from app.db.photo import Photo, PhotoStatus
 from app.db.runner import Runner
 from app.db.user import User
+from app.db.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookEventStatus
 
 __all__ = [
     "ApiKey", "Base", "DeliveredPhoto", "Delivery", "Event", "Face", "Match", "MatchRejection",
-    "Organisation", "Photo", "PhotoStatus", "Runner", "User", "new_id", "utcnow",
+    "Organisation", "Photo", "PhotoStatus", "Runner", "User", "WebhookDelivery", "WebhookEndpoint",
+    "WebhookEvent", "WebhookEventStatus", "WorkerHeartbeat", "new_id", "utcnow",
 ]

@@ -19,6 +19,9 @@ class Event(IdMixin, Base):
     starts_on: Mapped[date | None] = mapped_column(Date)
     match_threshold: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The newest photo id when `event.processed` was last emitted: it is emitted again only once
+    # newer photos have all finished (app/services/webhooks.py).
+    processed_through: Mapped[str | None] = mapped_column(String(32))
     # bumped by every enrolment and runner deletion: workers cache the runner matrix per version
     runners_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # a threshold change rematches in the background (REMATCH_EVENT): photos to do and done

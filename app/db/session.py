@@ -15,13 +15,19 @@ from typing import Protocol
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 log = logging.getLogger(__name__)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout_s: float = 10,
+                poolclass: type[Pool] | None = None) -> Engine:
+    """A waiting request gives up after `pool_timeout_s` (sqlalchemy's TimeoutError, answered 503
+    with Retry-After by app/errors.py) instead of hanging for the default 30 s."""
+    pool = ({"poolclass": poolclass} if poolclass is not None else
+            {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s})
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -33,7 +39,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -49,6 +55,7 @@ class UnitOfWork:
         self.session = session
         self.sender = sender
         self._after_commit: list[Callable[[], None]] = []
+        self._collected: dict[str, tuple[set, Callable[[set], None]]] = {}
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
@@ -59,6 +66,20 @@ class UnitOfWork:
             raise RuntimeError("this unit of work has no task sender")
         sender = self.sender
         self.after_commit(lambda: sender.send(task_name, *args))
+
+    def collect(self, name: str, flush: Callable[[set], None]) -> set:
+        """A set of things to act on once per transaction: `flush(items)` runs just before commit,
+        however often they were added (e.g. one webhook event per runner whose matches changed)."""
+        if name not in self._collected:
+            self._collected[name] = (set(), flush)
+        return self._collected[name][0]
+
+    def flush_collected(self) -> None:
+        while self._collected:
+            _, (items, flush) = self._collected.popitem()
+            if items:
+                flush(items)
+        self.session.flush()
 
     def run_after_commit(self) -> None:
         callbacks, self._after_commit = self._after_commit, []
@@ -77,6 +98,7 @@ def unit_of_work(
     uow = UnitOfWork(session, sender)
     try:
         yield uow
+        uow.flush_collected()
         session.commit()
     except BaseException:
         session.rollback()

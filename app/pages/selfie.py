@@ -8,6 +8,7 @@ refills a file input), or shows a confirmation. Same service and error codes as 
 from __future__ import annotations
 
 import base64
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -15,7 +16,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.api.deps import SettingsDep, UoW
+from app.api.deps import SettingsDep, UoW, UowFactory
+from app.db import Event
 from app.errors import AppError, NotFound, TooManyRequests
 from app.face_backend import load_face_backend
 from app.pages.templating import message, page
@@ -24,6 +26,7 @@ from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import runners as runner_service
 from models.image import decode_image, render_jpeg
+from models.pipeline import FaceResult
 
 router = APIRouter(include_in_schema=False)
 FIELD_NAMES = {"name": "your name", "email": "your e-mail address", "bib": "the bib number"}
@@ -39,9 +42,10 @@ def selfie_form(slug: str, uow: UoW) -> HTMLResponse:
 
 
 @router.post("/e/{slug}", response_class=HTMLResponse)
-async def submit_selfie(slug: str, request: Request, uow: UoW, settings: SettingsDep) -> HTMLResponse:
+async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, settings: SettingsDep) -> HTMLResponse:
+    # Short transactions only: none stays open while the selfie arrives or the CNN runs.
     try:
-        event = await run_in_threadpool(event_service.get_event_by_slug, uow, slug)
+        event = await run_in_threadpool(_event_by_slug, open_uow, slug)
     except NotFound:
         return message("Event not found", "There is no event at this address.", 404)
     form = await request.form(max_files=1, max_fields=10)
@@ -54,10 +58,13 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
         # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
         limit_public_form(request)
         fields = _parse_fields(values)
+        runner_service.require_consent(fields)
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
                 if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)
-        enrolment = await run_in_threadpool(runner_service.enrol, uow, event.id, fields, data, backend, settings)
+        face = await run_in_threadpool(partial(runner_service.analyse_selfie, data, backend, settings,
+                                               face_index=fields.face))
+        enrolment = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id)
     except TooManyRequests as exc:
         return page("selfie.html", 429, event=event, values=values,
                     error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
@@ -69,6 +76,17 @@ async def submit_selfie(slug: str, request: Request, uow: UoW, settings: Setting
     finally:
         await form.close()
     return page("enrolled.html", event=event, runner=enrolment.runner, updated=not enrolment.created)
+
+
+def _event_by_slug(open_uow: UowFactory, slug: str) -> Event:
+    with open_uow() as uow:
+        return event_service.get_event_by_slug(uow, slug)
+
+
+def _enrol(open_uow: UowFactory, event_id: str, fields: RunnerCreate, face: FaceResult,
+           model_id: str) -> runner_service.Enrolment:
+    with open_uow() as uow:
+        return runner_service.enrol(uow, event_id, fields, face, model_id)
 
 
 def _with_previews(selfie: bytes, faces: list[dict], max_pixels: int) -> list[dict]:

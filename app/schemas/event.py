@@ -1,23 +1,49 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.schemas.text import PlainText
+
+
+def _iso_text(value: object) -> object:
+    # An ISO date string, as the schema says; pydantic would read a number as a Unix time (0: 1970-01-01).
+    if not isinstance(value, str | date):
+        raise ValueError("expected a date as text, YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_text)]
+
+EXAMPLE_STATS = {"photos": 1200, "photos_pending": 150, "photos_processing": 8, "photos_done": 1040,
+                 "photos_failed": 2, "faces": 5630, "runners": 310, "matches": 2210, "emails_queued": 0,
+                 "emails_sent": 296, "emails_failed": 1, "emails_uncertain": 0}
+EXAMPLE_EVENT = {"id": "0190c7a35b2e4f00a1b2c3d4e5", "name": "City Marathon 2026", "slug": "city-marathon-2026-3fa9c1",
+                 "starts_on": "2026-04-26", "match_threshold": 0.61, "created_at": "2026-04-20T08:30:00Z",
+                 "selfie_url": "https://photos.example.org/e/city-marathon-2026-3fa9c1", "stats": EXAMPLE_STATS}
 
 
 class EventCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    starts_on: date | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "City Marathon 2026", "starts_on": "2026-04-26"}]})
+
+    name: PlainText = Field(min_length=1, max_length=200)
+    starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class EventUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    starts_on: date | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [{"match_threshold": 0.58}]})
+
+    name: PlainText | None = Field(None, min_length=1, max_length=200)
+    starts_on: Day | None = None
     match_threshold: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class EventStatsOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_STATS]})
+
     photos: int
     photos_pending: int
     photos_processing: int
@@ -35,6 +61,8 @@ class EventStatsOut(BaseModel):
 
 
 class EventOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_EVENT]})
+
     id: str
     name: str
     slug: str
@@ -46,5 +74,8 @@ class EventOut(BaseModel):
 
 
 class EventPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_EVENT],
+                                                               "next_cursor": "0190c7a35b2e4f00a1b2c3d4e5"}]})
+
     items: list[EventOut] = Field(description="newest first")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")

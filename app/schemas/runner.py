@@ -5,16 +5,40 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from app.schemas.text import PlainText
+
+EXAMPLE_RUNNER = {"id": "0190c7b1d2e3f405162738495a", "event_id": "0190c7a35b2e4f00a1b2c3d4e5",
+                  "name": "Ada Runner", "email": "ada@example.org", "bib": "1042",
+                  "created_at": "2026-04-26T14:20:00Z", "matches": 7, "matching": "done",
+                  "gallery_url": "https://photos.example.org/g/eyJyIjoiMDE5MGM3YjEifQ.sig"}
+EXAMPLE_MATCH = {"photo_id": "0190c7a39f02d1e3c4b5a69788", "face_id": "0190c7a3a0114c2e9d8f7a6b5c",
+                 "similarity": 0.74}
+
+
+def _form_schema(schema: dict) -> None:
+    schema["required"] = [*schema.get("required", []), "consent"]
+    # A form field is text or absent, never null: show optional fields by their type alone.
+    for name in ("bib", "face"):
+        field = schema["properties"][name]
+        typed = [s for s in field.pop("anyOf") if s.get("type") != "null"]
+        field.update(typed[0])
+
 
 class RunnerCreate(BaseModel):
     """The enrolment form's text fields (the selfie travels beside them as a file)."""
 
-    model_config = ConfigDict(str_strip_whitespace=True)
+    # `consent` is documented as required and `true`; a missing or false box is still answered by
+    # the service, with `consent_required` rather than a generic validation error.
+    model_config = ConfigDict(str_strip_whitespace=True, json_schema_extra=_form_schema)
 
-    name: str = Field(min_length=1, max_length=200)
-    email: EmailStr
-    bib: str | None = Field(None, max_length=40)
-    consent: bool = False  # checked by the service, so a missing box gets `consent_required`
+    name: PlainText = Field(min_length=1, max_length=200, examples=["Ada Runner"])
+    email: EmailStr = Field(examples=["ada@example.org"],
+                            description="Where the gallery link is sent; special-use domains such as `.test`, "
+                                        "`.local` or `.invalid` are refused")
+    bib: PlainText | None = Field(None, max_length=40, examples=["1042"])
+    consent: bool = Field(False, description="Must be `true`: the runner agrees that their selfie is used to "
+                                             "find them in the event's photos",
+                          json_schema_extra={"const": True})
     face: int | None = Field(None, ge=0, le=100, description=(
         "after a `multiple_faces` answer: the `index` of your face; send the same selfie again"))
 
@@ -25,29 +49,38 @@ class RunnerCreate(BaseModel):
 
 
 class RunnerOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_RUNNER]})
+
     id: str
     event_id: str
     name: str
     email: str
     bib: str | None
     created_at: datetime
-    matches: int
+    matches: int = Field(description="How many photos the runner is matched to")
     matching: Literal["pending", "done"] = Field(
         description="`pending` until matched against every face the event held when they enrolled")
-    gallery_url: str
+    gallery_url: str = Field(description="The runner's private gallery; a secret link, e-mailed to them")
 
 
 class RunnerPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_RUNNER], "next_cursor": "0190c7b1d2e3f405162738495a"}]})
+
     items: list[RunnerOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
 
 
 class MatchOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_MATCH]})
+
     photo_id: str
     face_id: str
-    similarity: float
+    similarity: float = Field(description="Cosine similarity of the selfie and the face, at least the event's "
+                                          "`match_threshold`")
 
 
 class MatchList(BaseModel):
-    items: list[MatchOut] = Field(description="best first")
-    next_cursor: str | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [EXAMPLE_MATCH]}]})
+
+    items: list[MatchOut] = Field(description="Best first")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page")

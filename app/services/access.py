@@ -15,7 +15,7 @@ from __future__ import annotations
 from sqlalchemy import Select, select
 
 from app.auth import Caller
-from app.db import ApiKey, Event, Photo, Runner
+from app.db import ApiKey, Event, Photo, Runner, WebhookEndpoint
 from app.db.session import UnitOfWork
 from app.errors import Forbidden, NotFound
 
@@ -61,6 +61,10 @@ def readable_keys(caller: Caller) -> Select[tuple[ApiKey]]:
     return select(ApiKey).where(ApiKey.organisation_id == caller.organisation_id)
 
 
+def readable_webhooks(caller: Caller) -> Select[tuple[WebhookEndpoint]]:
+    return select(WebhookEndpoint).where(WebhookEndpoint.organisation_id == caller.organisation_id)
+
+
 def _may_use_event(caller: Caller, event_id: str) -> bool:
     return caller.is_organiser or not caller.event_ids or event_id in caller.event_ids
 
@@ -100,3 +104,8 @@ def get_runner(uow: UnitOfWork, caller: Caller, runner_id: str) -> Runner:
 def get_key(uow: UnitOfWork, caller: Caller, key_id: str) -> ApiKey:
     require_organiser(caller)
     return _one(uow, readable_keys(caller), ApiKey, key_id, "key")
+
+
+def get_webhook(uow: UnitOfWork, caller: Caller, webhook_id: str) -> WebhookEndpoint:
+    require_organiser(caller)
+    return _one(uow, readable_webhooks(caller), WebhookEndpoint, webhook_id, "webhook")

@@ -59,12 +59,24 @@ def matched_photo(uow: UnitOfWork, runner: Runner, photo_id: str) -> Photo:
 
 
 def reject_photo(uow: UnitOfWork, runner: Runner, photo_id: str) -> None:
-    """'Not me': the photo leaves the gallery for good; its face may go to someone else."""
+    """'Not me': the photo leaves the gallery for good; its face may go to someone else.
+
+    Idempotent: a second click (a double submit, or a twin request racing this one) changes nothing.
+    """
+    if _rejected(uow, runner, photo_id):
+        return
     photo = matched_photo(uow, runner, photo_id)
     event = matching.lock_event(uow, runner.event_id)
+    if _rejected(uow, runner, photo.id):  # the twin committed while we waited for the lock
+        return
     uow.session.add(MatchRejection(runner_id=runner.id, photo_id=photo.id))
     uow.session.flush()
     matching.rematch_photos(uow, event, [photo.id])
+
+
+def _rejected(uow: UnitOfWork, runner: Runner, photo_id: str) -> bool:
+    return uow.session.scalar(select(MatchRejection.id).where(
+        MatchRejection.runner_id == runner.id, MatchRejection.photo_id == photo_id)) is not None
 
 
 def download_name(photo: Photo) -> str:

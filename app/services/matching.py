@@ -35,6 +35,7 @@ from sqlalchemy import delete, func, select, update
 from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.services import events as event_service
+from app.services import webhooks
 from app.services.face_matrix import face_matrices
 from worker.dispatch import MATCH_RUNNER, REMATCH_EVENT
 
@@ -297,11 +298,12 @@ def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
     kept = {(m.face_id, m.runner_id) for m in current}
     if stale:  # deletes go first, so a face or slot that changes hands never breaks a unique key
         session.execute(delete(Match).where(Match.id.in_(stale)).execution_options(synchronize_session=False))
-    session.add_all(
-        Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id, similarity=sim)
-        for (face_id, runner_id), (photo_id, sim) in wanted.items() if (face_id, runner_id) not in kept
-    )
+    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id, similarity=sim)
+             for (face_id, runner_id), (photo_id, sim) in wanted.items() if (face_id, runner_id) not in kept]
+    session.add_all(added)
     session.flush()
+    gone = set(stale)
+    webhooks.runners_matched(uow, {m.runner_id for m in current if m.id in gone} | {m.runner_id for m in added})
 
 
 def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
@@ -355,6 +357,7 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
         rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
     runner.matched_at = utcnow()
+    webhooks.runners_matched(uow, [runner_id])  # their matching finished, changed or not
     return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
 
 

@@ -4,17 +4,22 @@
    listing the runner's matched photos not yet delivered and not in an open delivery (queued,
    sending, uncertain); SEND_RUNNER_EMAIL(delivery_id) is sent after commit. Nothing new: no row.
 2. `send_delivery` (a worker) does, in this order:
-   a. preflight: return early unless the delivery is still queued; read a few thumbnails;
-   b. connect and log in to SMTP. Nothing is claimed yet, so "server down" leaves it queued;
-   c. claim it: queued -> sending, stamped with the task id and time, in one short transaction that
+   a. preflight: return early unless the delivery is still queued; read what the message needs
+      (runner, event name, photo count, a few thumbnails);
+   b. build the message (deterministic Message-ID). One that cannot be built fails the delivery
+      here, visibly, before anything is claimed;
+   c. connect and log in to SMTP. Nothing is claimed yet, so "server down" leaves it queued;
+   d. claim it: queued -> sending, stamped with the task id and time, in one short transaction that
       holds the runner's row lock and re-checks the photos (unsubscribed, data deleted, "not me",
       or already claimed by a racing delivery for the same runner). Nothing left -> cancelled;
-   d. build the message (deterministic Message-ID) and transfer it: MAIL, RCPT, DATA;
-   e. record: sent + one DeliveredPhoto per photo, in one transaction.
-   The server refusing or being unreachable (`NotSent`) puts it back to queued and the task retries
-   with backoff; on the last try it becomes failed, with the error, and its photos may be re-notified.
+      fewer photos -> the message is built again for those;
+   e. transfer it: MAIL, RCPT, DATA;
+   f. record: sent + one DeliveredPhoto per photo, in one transaction.
+   The server refusing or being unreachable (`NotSent`) puts it back to queued, with `queued_at`
+   set to now, and the task retries with backoff; on the last try it becomes failed, with the
+   error, and its photos may be re-notified.
 
-The remaining window is between the commit of (c) and the commit of (e): a few milliseconds of
+The remaining window is between the commit of (d) and the commit of (f): a few milliseconds of
 DATA exchange plus one small commit. If the worker dies there (or the connection drops during DATA,
 `MaybeSent`), we cannot know whether the server accepted the message. We choose never to resend
 automatically: the task's redelivery (same task id) or the sweeper (claim older than stale_after)
@@ -30,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from email.message import EmailMessage
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -164,6 +170,11 @@ def last_email_status(uow: UnitOfWork, runner_id: str) -> str | None:
 @dataclass(frozen=True)
 class _Preflight:
     runner_id: str
+    photo_ids: list[str]
+    total_photos: int
+    runner_name: str
+    runner_email: str
+    event_name: str
     thumb_keys: dict[str, str]  # of the first photos; a thumbnail is never worth a longer window
 
 
@@ -171,14 +182,10 @@ class _Preflight:
 class _Claim:
     photo_ids: list[str]
     total_photos: int
-    runner_name: str
-    runner_email: str
-    event_name: str
-    message_id: str
 
 
 def _preflight(uow: UnitOfWork, delivery_id: str, *, task_id: str, stale_after: timedelta) -> _Preflight | str:
-    """What to read before claiming, or the outcome when there is nothing to do."""
+    """What to read before claiming (all the message needs), or the outcome when there is nothing to do."""
     delivery = uow.session.get(Delivery, delivery_id)
     if delivery is None:
         return "gone"  # the runner's data was deleted
@@ -195,7 +202,13 @@ def _preflight(uow: UnitOfWork, delivery_id: str, *, task_id: str, stale_after: 
         select(Photo.id, Photo.thumb_key)
         .where(Photo.id.in_(delivery.photo_ids[:MAX_THUMBNAILS]), Photo.thumb_key.is_not(None))
     ).all())
-    return _Preflight(delivery.runner_id, keys)
+    runner = uow.session.get(Runner, delivery.runner_id)
+    return _Preflight(delivery.runner_id, list(delivery.photo_ids), _total_photos(uow, runner.id),
+                      runner.name, runner.email, uow.session.get(Event, delivery.event_id).name, keys)
+
+
+def _total_photos(uow: UnitOfWork, runner_id: str) -> int:
+    return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
 
 
 def _read_thumbnails(store: PhotoStore, keys: dict[str, str]) -> dict[str, bytes]:
@@ -232,9 +245,7 @@ def _claim(uow: UnitOfWork, delivery_id: str, *, task_id: str, message_id: str) 
         delivery.status = S.cancelled.value
         delivery.error = "nothing left to announce (unsubscribed, data deleted, or already e-mailed)"
         return S.cancelled.value
-    total = session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner.id))
-    return _Claim(delivery.photo_ids, total or 0, runner.name, runner.email,
-                  session.get(Event, delivery.event_id).name, message_id)
+    return _Claim(list(delivery.photo_ids), _total_photos(uow, runner.id))
 
 
 def _mark_uncertain(delivery: Delivery, error: str) -> None:
@@ -266,6 +277,9 @@ def _record_not_sent(uow: UnitOfWork, delivery_id: str, *, task_id: str, error: 
                or_(Delivery.status == S.queued.value,
                    and_(Delivery.status == S.sending.value, Delivery.claimed_by == task_id)))
         .values(status=S.failed.value if final else S.queued.value, error=error[:2000],
+                # the next try starts now: the sweeper measures "lost" from here, so a delivery
+                # waiting in its retry backoff is never taken for a lost message (no second chain)
+                queued_at=utcnow(),
                 # a claimed try was counted by the claim; one that never connected is counted here
                 attempts=Delivery.attempts + case((Delivery.status == S.queued.value, 1), else_=0))
         .execution_options(synchronize_session=False)
@@ -297,21 +311,32 @@ def send_delivery(settings: Settings, make_session: sessionmaker[Session], store
         return preflight
     thumbnails = _read_thumbnails(store, preflight.thumb_keys)
     links = runner_links(settings, preflight.runner_id)
+    message_id = message_id_for(delivery_id, settings)
+
+    def compose(photo_ids: list[str], total_photos: int) -> EmailMessage:
+        """Any error building the message is permanent: the same data would fail the same way."""
+        try:
+            return build_message(RunnerEmail(
+                runner_name=preflight.runner_name, runner_email=preflight.runner_email,
+                event_name=preflight.event_name, new_photos=len(photo_ids), total_photos=total_photos,
+                thumbnails=[Thumbnail(p, thumbnails[p]) for p in photo_ids if p in thumbnails],
+                gallery_url=links.gallery, delete_url=links.delete, unsubscribe_url=links.unsubscribe,
+                message_id=message_id,
+            ), sender=settings.smtp_from)
+        except Exception as exc:
+            raise NotSent(f"the message could not be built: {exc!r}", permanent=True) from exc
+
     try:
+        # Built before the claim: a message that cannot be built (e.g. a name the mail library
+        # refuses) fails this delivery visibly instead of stranding it in `sending`.
+        message = compose(preflight.photo_ids, preflight.total_photos)
         with open_mailer(settings) as mailer:
             with unit_of_work(make_session) as uow:
-                claim = _claim(uow, delivery_id, task_id=task_id,
-                               message_id=message_id_for(delivery_id, settings))
+                claim = _claim(uow, delivery_id, task_id=task_id, message_id=message_id)
             if isinstance(claim, str):
                 return claim
-            message = build_message(RunnerEmail(
-                runner_name=claim.runner_name, runner_email=claim.runner_email,
-                event_name=claim.event_name, new_photos=len(claim.photo_ids),
-                total_photos=claim.total_photos,
-                thumbnails=[Thumbnail(p, thumbnails[p]) for p in claim.photo_ids if p in thumbnails],
-                gallery_url=links.gallery, delete_url=links.delete, unsubscribe_url=links.unsubscribe,
-                message_id=claim.message_id,
-            ), sender=settings.smtp_from)
+            if (claim.photo_ids, claim.total_photos) != (preflight.photo_ids, preflight.total_photos):
+                message = compose(claim.photo_ids, claim.total_photos)  # the claim dropped some photos
             try:
                 where = mailer.send(message, name=delivery_id)
             except MaybeSent as exc:
@@ -330,7 +355,7 @@ def send_delivery(settings: Settings, make_session: sessionmaker[Session], store
             return S.failed.value
         raise
     _with_db_retries(make_session, lambda uow: _record_sent(uow, delivery_id))
-    log.info("delivery %s sent to %s via %s", delivery_id, claim.runner_email, where)
+    log.info("delivery %s sent to %s via %s", delivery_id, preflight.runner_email, where)
     return S.sent.value
 
 
@@ -344,8 +369,9 @@ def sweep_stale_deliveries(uow: UnitOfWork, *, stale_after: timedelta, limit: in
     """For the periodic sweeper: re-send queued deliveries whose task message was lost, and settle
     claims whose worker died mid-send as uncertain (never resent; see the module docstring).
 
-    Retries run at most `retry_backoff_max` (300 s) apart, less than stale_after, so a delivery
-    waiting for its next retry is not mistaken for a lost one.
+    Every failed try sets `queued_at` to its time and retries run at most `retry_backoff_max`
+    (300 s) apart, less than stale_after, so a delivery waiting for its next retry is not
+    mistaken for a lost one (which would start a second retry chain beside the first).
     """
     cutoff = utcnow() - stale_after
     lost = list(uow.session.scalars(

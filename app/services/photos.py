@@ -9,7 +9,7 @@ from sqlalchemy import delete, or_, select, update
 
 from app.db import Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.storage import PhotoStore
 from worker.dispatch import PROCESS_PHOTO
 
@@ -60,8 +60,10 @@ def delete_photo(uow: UnitOfWork, store: PhotoStore, photo: Photo) -> None:
     uow.after_commit(remove_files)
 
 
-def claim_photo(uow: UnitOfWork, photo_id: str, *, task_id: str, stale_after: timedelta) -> Photo | None:
-    """Atomically take a photo for processing; None if it is done, failed or held by a live task.
+def claim_photo(uow: UnitOfWork, photo_id: str, *, task_id: str, stale_after: timedelta,
+                max_attempts: int) -> Photo | None:
+    """Atomically take a photo for processing; None if it is done, failed, held by a live task, or
+    out of attempts (the sweeper then marks it failed).
 
     A redelivered message carries the same task id and may take back its own claim at once;
     anyone else must wait until the claim is stale (its worker presumably died).
@@ -71,6 +73,7 @@ def claim_photo(uow: UnitOfWork, photo_id: str, *, task_id: str, stale_after: ti
         update(Photo)
         .where(
             Photo.id == photo_id,
+            Photo.attempts < max_attempts,
             or_(
                 Photo.status == PhotoStatus.pending.value,
                 (Photo.status == PhotoStatus.processing.value)
@@ -93,42 +96,97 @@ def replace_faces(uow: UnitOfWork, photo: Photo, faces: list[Face]) -> None:
     photo.face_count = len(faces)  # event stats sum these instead of counting faces
 
 
-def mark_done(uow: UnitOfWork, photo: Photo, *, width: int, height: int,
-              preview_key: str | None, thumb_key: str | None) -> None:
-    photo.status = PhotoStatus.done.value
-    photo.width, photo.height = width, height
-    photo.preview_key, photo.thumb_key = preview_key, thumb_key
+def _finish(uow: UnitOfWork, photo_id: str, task_id: str, **values: object) -> Photo | None:
+    """Write the outcome only while `task_id` still holds the claim, in one statement (the check
+    and the write cannot be split by another task taking a stale claim over)."""
+    won = uow.session.execute(
+        update(Photo)
+        .where(Photo.id == photo_id, Photo.status == PhotoStatus.processing.value, Photo.claimed_by == task_id)
+        .values(claimed_by=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if won.rowcount != 1:
+        return None
+    return uow.session.get(Photo, photo_id, populate_existing=True)
+
+
+def mark_done(uow: UnitOfWork, photo_id: str, *, task_id: str, width: int, height: int,
+              preview_key: str | None, thumb_key: str | None) -> Photo | None:
+    """done, if our claim holds; None when it went stale and another task took over."""
+    return _finish(uow, photo_id, task_id, status=PhotoStatus.done.value, width=width, height=height,
+                   preview_key=preview_key, thumb_key=thumb_key, error=None, processed_at=utcnow())
+
+
+def mark_failed(uow: UnitOfWork, photo_id: str, *, task_id: str, error: str) -> bool:
+    return _finish(uow, photo_id, task_id, status=PhotoStatus.failed.value, error=error[:2000],
+                   processed_at=utcnow()) is not None
+
+
+def record_failed_attempt(uow: UnitOfWork, photo_id: str, *, task_id: str, error: str,
+                          max_attempts: int) -> str | None:
+    """After an unexpected error: `failed` once the attempts are used up, else back to `pending`
+    (with the error shown) for the sweeper to queue again after stale_after. None: not our claim."""
+    photo = uow.session.get(Photo, photo_id)
+    if photo is None or photo.claimed_by != task_id:
+        return None
+    if photo.attempts >= max_attempts:
+        reason = f"processing_failed: {error} (after {photo.attempts} attempts)"
+        return PhotoStatus.failed.value if mark_failed(uow, photo_id, task_id=task_id, error=reason) else None
+    done = _finish(uow, photo_id, task_id, status=PhotoStatus.pending.value, claimed_at=None, queued_at=utcnow(),
+                   error=f"attempt {photo.attempts} of {max_attempts} failed: {error}"[:2000])
+    return PhotoStatus.pending.value if done is not None else None
+
+
+def requeue_photo(uow: UnitOfWork, photo: Photo) -> None:
+    """Back to `pending` with a fresh attempt budget; the caller sends PROCESS_PHOTO after commit."""
+    photo.status = PhotoStatus.pending.value
     photo.error = None
-    photo.processed_at = utcnow()
+    photo.attempts = 0
     photo.claimed_by = None
+    photo.claimed_at = None
+    photo.processed_at = None
+    photo.queued_at = utcnow()
 
 
-def mark_failed(uow: UnitOfWork, photo: Photo, error: str) -> None:
-    photo.status = PhotoStatus.failed.value
-    photo.error = error[:2000]
-    photo.processed_at = utcnow()
-    photo.claimed_by = None
+def retry_photo(uow: UnitOfWork, photo: Photo) -> Photo:
+    """An organiser's "try again" for a failed photo (e.g. after fixing storage or a worker)."""
+    if photo.status != PhotoStatus.failed.value:
+        raise Conflict(f"Photo {photo.id!r} is {photo.status}; only failed photos can be retried.",
+                       code="photo_not_failed")
+    requeue_photo(uow, photo)
+    uow.send_task(PROCESS_PHOTO, photo.id)
+    return photo
 
 
 @dataclass(frozen=True)
 class SweepResult:
     requeued: list[str]
+    failed: list[str]
 
 
-def sweep_stale_photos(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> SweepResult:
-    """Re-queue photos whose message was lost (pending too long) or whose worker died (claim stale).
+def sweep_stale_photos(uow: UnitOfWork, *, stale_after: timedelta, max_attempts: int,
+                       backlog: bool = False, limit: int = 500) -> SweepResult:
+    """Re-queue photos whose message was lost (pending too long) or whose worker died (claim stale);
+    a photo whose worker died on every one of its attempts (it may crash the networks) is failed.
 
-    Each re-queue refreshes `queued_at`, so a long backlog is re-sent at most once per period;
-    a duplicate message costs one failed claim.
+    `backlog`: the photo queue still holds messages. Then a photo pending for long is most likely
+    waiting its turn (100k photos take hours), not lost, so pending photos are left alone until the
+    queue has drained; stale claims are still re-queued. Each re-queue refreshes `queued_at`, and a
+    duplicate message costs one failed claim.
     """
     cutoff = utcnow() - stale_after
-    stale = select(Photo.id).where(
-        Photo.queued_at < cutoff,
-        or_(
-            Photo.status == PhotoStatus.pending.value,
-            (Photo.status == PhotoStatus.processing.value) & (Photo.claimed_at < cutoff),
-        ),
-    ).order_by(Photo.queued_at).limit(limit)
+    abandoned = (Photo.status == PhotoStatus.processing.value) & (Photo.claimed_at < cutoff)
+    exhausted = list(uow.session.scalars(
+        select(Photo).where(abandoned, Photo.attempts >= max_attempts).limit(limit)
+    ))
+    for photo in exhausted:
+        photo.status, photo.claimed_by, photo.processed_at = PhotoStatus.failed.value, None, utcnow()
+        photo.error = (f"processing_failed: the worker stopped while processing this photo, "
+                       f"{photo.attempts} times (it may crash the face networks)")
+    retry = abandoned & (Photo.attempts < max_attempts)
+    if not backlog:
+        retry = or_(Photo.status == PhotoStatus.pending.value, retry)
+    stale = select(Photo.id).where(Photo.queued_at < cutoff, retry).order_by(Photo.queued_at).limit(limit)
     ids = list(uow.session.scalars(stale))
     if ids:
         uow.session.execute(
@@ -137,4 +195,4 @@ def sweep_stale_photos(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 
         )
         for photo_id in ids:
             uow.send_task(PROCESS_PHOTO, photo_id)
-    return SweepResult(ids)
+    return SweepResult(ids, [p.id for p in exhausted])

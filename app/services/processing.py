@@ -2,6 +2,16 @@
 
 Runs outside any request. The CNN work happens between two short transactions, so no database
 lock is held while a network runs: claim (commit) -> analyse -> store results (commit).
+
+What can go wrong, and what follows:
+- the file is not a readable image (ImageDecodeError): `failed` at once, with the reason;
+- anything else raised while reading, analysing or storing one photo (an OpenCV or torch error,
+  an S3 error, a bug): that photo's attempt is recorded. It goes back to `pending`, showing the
+  error, and the sweeper queues it again after stale_after; after `photo_max_attempts` it is
+  `failed` with the reason. The other photos of the task are not held back: when the networks
+  raise for a batch, its photos are analysed again one by one;
+- the database or broker is down: the task raises and Celery retries it (the claim is the
+  task's own, so the retry takes it back).
 """
 
 from __future__ import annotations
@@ -13,13 +23,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import Face, Photo
-from app.db.session import TaskSender, unit_of_work
+from app.db import Face, Photo, PhotoStatus
+from app.db.session import TaskSender, UnitOfWork, unit_of_work
 from app.services import matching
 from app.services import photos as photo_service
+from app.services import webhooks
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, render_jpeg
 from models.pipeline import FaceResult, PhotoAnalysis, analyse_files
@@ -37,6 +50,12 @@ class ProcessingContext:
     store: PhotoStore
     backend: FaceBackend
     sender: TaskSender
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    storage_key: str
+    event_id: str
 
 
 def _local_file(stack: ExitStack, store: PhotoStore, key: str) -> Path:
@@ -58,32 +77,75 @@ def face_rows(photo_id: str, event_id: str, model_id: str, results: list[FaceRes
     ]
 
 
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+Analysis = PhotoAnalysis | ImageDecodeError
+
+
+def analyse_batch(files: dict[str, Path], ctx: ProcessingContext) -> dict[str, Analysis | Exception]:
+    """Faces per photo (models/pipeline.py: analyse_files, JPEG drafts), the batch through the
+    networks together; if the batch raises, each photo alone, so one bad image costs only its
+    own result."""
+    settings = ctx.settings
+
+    def analyse(ids: list[str]) -> list[Analysis]:
+        return analyse_files([files[i] for i in ids], ctx.backend, max_pixels=settings.max_image_pixels,
+                             detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px)
+
+    ids = list(files)
+    try:
+        return dict(zip(ids, analyse(ids)))
+    except Exception as exc:
+        if len(ids) == 1:
+            return {ids[0]: exc}
+        log.warning("a batch of %d photos failed (%s); analysing them one by one", len(ids), describe(exc))
+    results: dict[str, Analysis | Exception] = {}
+    for photo_id in ids:
+        try:
+            results[photo_id] = analyse([photo_id])[0]
+        except Exception as exc:
+            results[photo_id] = exc
+    return results
+
+
 def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str) -> dict[str, str]:
     """Process the given photos (one batch through the networks); returns each one's outcome."""
     settings = ctx.settings
     stale_after = timedelta(seconds=settings.stale_after_s)
     with unit_of_work(ctx.make_session) as uow:
-        claimed = {}
+        claimed: dict[str, _Claimed] = {}
         for photo_id in photo_ids:
-            photo = photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=stale_after)
+            photo = photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=stale_after,
+                                              max_attempts=settings.photo_max_attempts)
             if photo is not None:
-                claimed[photo.id] = (photo.storage_key, photo.event_id)
+                claimed[photo.id] = _Claimed(photo.storage_key, photo.event_id)
     outcomes = {pid: "skipped" for pid in photo_ids if pid not in claimed}
 
     with ExitStack() as stack:
         files: dict[str, Path] = {}
-        for photo_id, (key, _) in claimed.items():
+        for photo_id, photo in claimed.items():
             try:
-                files[photo_id] = _local_file(stack, ctx.store, key)
+                files[photo_id] = _local_file(stack, ctx.store, photo.storage_key)
             except ImageDecodeError as exc:
                 outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
-        analyses = analyse_files(list(files.values()), ctx.backend, max_pixels=settings.max_image_pixels,
-                                 detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px)
-    for photo_id, analysis in zip(list(files), analyses):
+            except Exception as exc:  # e.g. the object store answering an error
+                outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
+        analysed = analyse_batch(files, ctx) if files else {}
+    for photo_id, analysis in analysed.items():
         if isinstance(analysis, ImageDecodeError):
             outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{analysis.code}: {analysis.detail}")
             continue
-        outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id][1], analysis, task_id)
+        if isinstance(analysis, Exception):
+            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, analysis)
+            continue
+        try:
+            outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id].event_id, analysis, task_id)
+        except OperationalError:
+            raise  # the database is down: Celery retries the task, which takes its claims back
+        except Exception as exc:
+            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
     return outcomes
 
 
@@ -96,28 +158,56 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
     ctx.store.put_bytes(thumb_key, render_jpeg(analysis.preview, THUMB_LONG_SIDE))
     width, height = analysis.size
     with unit_of_work(ctx.make_session, ctx.sender) as uow:
-        photo = uow.session.get(Photo, photo_id)
-        if photo is None:  # deleted (DELETE /photos or /events) while the networks ran
-            ctx.store.delete(preview_key)
-            ctx.store.delete(thumb_key)
-            return "deleted"
-        if photo.claimed_by != task_id:  # our claim went stale and another task took over
-            return "lost_claim"
+        # first statement: the conditional write that proves the claim is still ours
+        photo = photo_service.mark_done(uow, photo_id, task_id=task_id, width=width, height=height,
+                                        preview_key=preview_key, thumb_key=thumb_key)
+        if photo is None:
+            if uow.session.get(Photo, photo_id) is None:  # deleted (DELETE /photos or /events) meanwhile
+                ctx.store.delete(preview_key)
+                ctx.store.delete(thumb_key)
+                return "deleted"
+            return "lost_claim"  # our claim went stale and another task took over
         photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces))
-        photo_service.mark_done(uow, photo, width=width, height=height,
-                                preview_key=preview_key, thumb_key=thumb_key)
-        matching.on_photo_done(uow, photo)  # its faces against the event's runners
+        matching.on_photo_done(uow, photo)  # its faces against the event's runners (shared event lock)
+    _done_photo_finished(ctx, event_id)
     return "done"
 
 
-def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> str:
-    """Mark the photo failed; "deleted" when it was deleted meanwhile (its original went with it)."""
-    with unit_of_work(ctx.make_session) as uow:
-        photo = uow.session.get(Photo, photo_id)
-        if photo is None:
-            return "deleted"
-        if photo.claimed_by == task_id:
-            photo_service.mark_failed(uow, photo, error)
-    log.info("photo %s failed: %s", photo_id, error)
-    return "failed"
+def _done_photo_finished(ctx: ProcessingContext, event_id: str) -> None:
+    """`event.processed`, checked after the photo's own commit: photos of one event finish under
+    a shared lock (matching.py), so two last photos would each see the other still processing.
+    Whichever check runs after both commits sees none busy and emits, under the exclusive lock."""
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        busy = uow.session.scalar(select(func.count()).select_from(Photo).where(
+            Photo.event_id == event_id, Photo.status.in_((PhotoStatus.pending.value, PhotoStatus.processing.value))))
+        if not busy:
+            matching.lock_event(uow, event_id)
+            webhooks.photos_finished(uow, event_id)
 
+
+def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> str:
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        ours = photo_service.mark_failed(uow, photo_id, task_id=task_id, error=error)
+        if ours:
+            _failed_photo_finished(uow, photo_id)
+    log.info("photo %s failed: %s", photo_id, error)
+    return "failed" if ours else "lost_claim"
+
+
+def _attempt_failed(ctx: ProcessingContext, photo_id: str, task_id: str, exc: Exception) -> str:
+    log.error("photo %s: processing raised %s", photo_id, describe(exc), exc_info=exc)
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        status = photo_service.record_failed_attempt(uow, photo_id, task_id=task_id, error=describe(exc),
+                                                     max_attempts=ctx.settings.photo_max_attempts)
+        if status == "failed":
+            _failed_photo_finished(uow, photo_id)
+    if status == "failed":
+        return "failed"
+    return "retry_later" if status == "pending" else "lost_claim"
+
+
+def _failed_photo_finished(uow: UnitOfWork, photo_id: str) -> None:
+    """A photo failed for good: the event may now be fully processed (webhook `event.processed`)."""
+    event_id = uow.session.get(Photo, photo_id).event_id
+    matching.lock_event(uow, event_id)  # serialise with other photos finishing
+    webhooks.photos_finished(uow, event_id)

@@ -86,12 +86,18 @@ def choose_face(faces: list[FaceResult], face_index: int | None = None) -> FaceR
     return face
 
 
+def require_consent(form: RunnerCreate) -> None:
+    if not form.consent:
+        raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
+
+
 def faces_listing(candidates: list[FaceResult]) -> list[dict]:
     return [{"index": i, "box": [round(float(v), 1) for v in f.box]} for i, f in enumerate(candidates)]
 
 
 def analyse_selfie(data: bytes, backend: FaceBackend, settings: Settings, *,
                    face_index: int | None = None) -> FaceResult:
+    """The selfie's face, in memory. Needs no database: run it outside any transaction."""
     try:
         image = decode_image(data, max_pixels=settings.max_image_pixels)
     except ImageDecodeError as exc:
@@ -115,20 +121,21 @@ def find_by_email(uow: UnitOfWork, event_id: str, email: str) -> Runner | None:
         .order_by(Runner.id).limit(1))
 
 
-def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes, backend: FaceBackend,
-          settings: Settings, *, enrolled_by_key_id: str | None = None) -> Enrolment:
-    """A runner from a usable selfie; matching against the event's photos is queued.
+def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, face: FaceResult, model_id: str, *,
+          enrolled_by_key_id: str | None = None) -> Enrolment:
+    """A runner from their analysed selfie; matching against the event's photos is queued.
+
+    The selfie is analysed before this unit of work opens (`analyse_selfie`): a request holds no
+    transaction, and no pool connection, while a network runs.
 
     The same e-mail again in the same event updates that runner (issue 9, review C9): same id and
     gallery link, the new template, `matching` pending again and its matches recomputed by
     MATCH_RUNNER; photos already e-mailed stay delivered (DeliveredPhoto is per runner), so none
     is e-mailed twice. Serialised by the event lock, so two racing submissions make one runner.
     """
-    if not form.consent:
-        raise Unprocessable(SELFIE_PROBLEMS["consent_required"], code="consent_required")
+    require_consent(form)
     event_service.get_event(uow, event_id)
-    face = analyse_selfie(selfie, backend, settings, face_index=form.face)
-    matching.runners_changed(uow, event_id)  # after the CNN; workers reload the event's runners (matching.py)
+    matching.runners_changed(uow, event_id)  # locks the event; workers reload its runners (matching.py)
     runner = find_by_email(uow, event_id, str(form.email))
     created = runner is None
     if runner is None:
@@ -136,7 +143,7 @@ def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, selfie: bytes, bac
         uow.session.add(runner)
     runner.name, runner.email, runner.bib = form.name, str(form.email), form.bib
     runner.consent_at = utcnow()
-    runner.embedding, runner.model_id = face.embedding.astype("float32").tobytes(), backend.model_id
+    runner.embedding, runner.model_id = face.embedding.astype("float32").tobytes(), model_id
     runner.matched_at = None  # pending until MATCH_RUNNER has seen every face of the event
     runner.enrolled_by_key_id = enrolled_by_key_id
     uow.session.flush()

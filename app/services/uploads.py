@@ -9,6 +9,7 @@ paths (zip-slip). Each new photo is queued for the worker once the transaction c
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import tempfile
@@ -25,9 +26,11 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import Photo, PhotoStatus, new_id, utcnow
 from app.db.session import UnitOfWork
+from app.services import photos as photo_service
 from app.storage import PhotoStore
 from worker.dispatch import PROCESS_PHOTO
 
+log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"PK\x03\x04": "zip", b"PK\x05\x06": "zip"}
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
@@ -258,8 +261,13 @@ class Uploader:
         self._save_photo(display, staged)
 
     def _save_photo(self, display: str, staged: _Staged) -> None:
-        with self.open_uow() as uow:
-            result = self._insert_photo(uow, display, staged)
+        try:
+            with self.open_uow() as uow:
+                result = self._insert_photo(uow, display, staged)
+        except _StoreFailed as exc:  # nothing was committed: the same upload later simply works
+            log.error("could not store %s: %r", display, exc.__cause__)
+            self.reject(display, "storage_failed", "the file could not be stored; please upload it again")
+            return
         self.report.photos.append(result)
         if len(self._unsent) >= self.photos_per_task:
             self.finish()
@@ -271,17 +279,45 @@ class Uploader:
                           size_bytes=staged.size, content_type=CONTENT_TYPES[staged.kind],
                           status=PhotoStatus.pending.value, queued_at=utcnow())
             photo.storage_key = f"events/{self.event_id}/originals/{photo.id}.{staged.kind.replace('jpeg', 'jpg')}"
+            # The file first, the row after it: on SQLite the RELEASE of the savepoint below commits
+            # (pysqlite opens no transaction before a SAVEPOINT), so a row written first would stay
+            # behind, `pending` and without its file, when storing fails.
+            _put_file(self.store, photo.storage_key, staged.path)
             try:
                 with uow.session.begin_nested():
                     uow.session.add(photo)
             except IntegrityError:  # the same bytes arrived in a concurrent request
+                self.store.delete(photo.storage_key)
                 existing = _find_duplicate(uow, self.event_id, staged.sha256)
             else:
-                self.store.put_file(photo.storage_key, staged.path)
                 self._unsent.append(photo.id)
                 return UploadedPhoto(photo.id, display, photo.status, False)
         assert existing is not None
+        if _needs_its_bytes_again(self.store, existing):
+            # A failed photo, or one whose original never reached the store: these bytes are
+            # exactly the ones it lacks (same sha256), so store them and process it again.
+            _put_file(self.store, existing.storage_key, staged.path)
+            photo_service.requeue_photo(uow, existing)
+            self._unsent.append(existing.id)
+            return UploadedPhoto(existing.id, display, existing.status, False)
         return UploadedPhoto(existing.id, display, existing.status, True)
+
+
+class _StoreFailed(Exception):
+    pass
+
+
+def _put_file(store: PhotoStore, key: str, path: Path) -> None:
+    try:
+        store.put_file(key, path)
+    except Exception as exc:  # a full disk, a permission, an S3 error: all the same to the uploader
+        raise _StoreFailed(key) from exc
+
+
+def _needs_its_bytes_again(store: PhotoStore, photo: Photo) -> bool:
+    if photo.status == PhotoStatus.failed.value:
+        return True
+    return photo.status == PhotoStatus.pending.value and not store.exists(photo.storage_key)
 
 
 def _find_duplicate(uow: UnitOfWork, event_id: str, sha256: str) -> Photo | None:

@@ -1,14 +1,14 @@
 """indexes for matching, paging and the sweeper; photo face counts; runner-set version, rematch progress
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0007
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0009'
-down_revision = '0005'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

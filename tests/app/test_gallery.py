@@ -138,3 +138,34 @@ def test_finishline_run_matches_a_new_runner_through_the_worker(tmp_path, faces_
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
+
+
+def test_not_me_twice_or_racing_is_no_500(matched, monkeypatch):
+    """Review C6: a double submit, and two requests that both passed the match check before either
+    took the event lock, each end in the gallery (303), with one rejection."""
+    from app.db import Runner
+    from app.db.session import unit_of_work
+    from app.services import matching
+
+    world, photos, token = matched["world"], matched["photos"], matched["token"]
+    url = f"/g/{token}/photos/{photos['a.jpg']}/not-me"
+    for _ in range(2):
+        response = world.client.post(url, headers={"Authorization": ""}, follow_redirects=False)
+        assert response.status_code == 303, response.text
+
+    real_lock = matching.lock_event
+    twin_done = []
+
+    def lock_after_the_twin(uow, event_id):
+        if not twin_done:  # the twin request takes the lock first, rejects and commits
+            twin_done.append(True)
+            with unit_of_work(world.app.state.make_session) as twin:
+                runner = twin.session.get(Runner, matched["runner"]["id"])
+                gallery_service.reject_photo(twin, runner, photos["c.jpg"])
+        return real_lock(uow, event_id)
+
+    monkeypatch.setattr(matching, "lock_event", lock_after_the_twin)
+    response = world.client.post(f"/g/{token}/photos/{photos['c.jpg']}/not-me", headers={"Authorization": ""},
+                                 follow_redirects=False)
+    assert response.status_code == 303, response.text
+    assert twin_done and world.matches(matched["runner"]["id"]) == []

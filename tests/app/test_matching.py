@@ -132,7 +132,7 @@ class InlineSender:
     def send(self, task_name: str, *args: object) -> None:
         self.sent.append((task_name, args))
         if task_name == MATCH_RUNNER:
-            with unit_of_work(self.make_session) as uow:
+            with unit_of_work(self.make_session, self) as uow:  # as the task: it sends webhooks
                 matching.match_runner(uow, *args)
         elif task_name == REMATCH_EVENT:
             run_rematch(self.make_session, *args)

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, inspect
 from app.db.migrate import alembic_config, upgrade_to_head
 
 TABLES = {"events", "photos", "faces", "runners", "matches", "match_rejections", "deliveries",
-          "delivered_photos", "api_keys"}
+          "delivered_photos", "api_keys", "webhook_endpoints", "webhook_events", "webhook_deliveries"}
 
 
 def _check(url: str) -> None:
@@ -21,6 +21,17 @@ def _check(url: str) -> None:
 
 def test_migrations_on_sqlite(tmp_path):
     _check(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+def test_webhooks_migration_goes_down_and_up_again(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade_to_head(url)
+    command.downgrade(alembic_config(url), "0005")
+    engine = create_engine(url)
+    assert not {"webhook_endpoints", "webhook_events", "webhook_deliveries"} & set(inspect(engine).get_table_names())
+    assert "processed_through" not in {c["name"] for c in inspect(engine).get_columns("events")}
+    engine.dispose()
+    _check(url)
 
 
 @pytest.mark.postgres

@@ -38,7 +38,7 @@ def add_photo(make_session, *, status: str = "pending", queued_ago: timedelta = 
 
 def claim(make_session, photo_id: str, task_id: str) -> bool:
     with unit_of_work(make_session) as uow:
-        return photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=STALE) is not None
+        return photo_service.claim_photo(uow, photo_id, task_id=task_id, stale_after=STALE, max_attempts=3) is not None
 
 
 def test_a_photo_is_claimed_once(make_session):
@@ -67,13 +67,13 @@ def test_sweeper_requeues_lost_and_abandoned_photos_only(make_session):
     done = add_photo(make_session, status="done", queued_ago=timedelta(hours=2))
     sender = RecordingSender()
     with unit_of_work(make_session, sender) as uow:
-        result = photo_service.sweep_stale_photos(uow, stale_after=STALE)
+        result = photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3)
     assert sorted(result.requeued) == sorted([lost, abandoned])
     assert sorted(args[0] for _, args in sender.sent) == sorted([lost, abandoned])
     assert {name for name, _ in sender.sent} == {PROCESS_PHOTO}
     # re-queued work is not re-sent again until it is stale once more
     with unit_of_work(make_session, RecordingSender()) as uow:
-        assert photo_service.sweep_stale_photos(uow, stale_after=STALE).requeued == []
+        assert photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3).requeued == []
     del fresh, working, done
 
 
@@ -82,7 +82,7 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(make_session):
     sender = RecordingSender()
     with pytest.raises(RuntimeError):
         with unit_of_work(make_session, sender) as uow:
-            photo_service.sweep_stale_photos(uow, stale_after=STALE)
+            photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3)
             raise RuntimeError("boom")
     assert sender.sent == []
 
@@ -117,3 +117,28 @@ def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
     with unit_of_work(make_session, RecordingSender()) as uow:
         assert matching.sweep_unmatched_runners(uow, stale_after=STALE) == []
     del matched, fresh, reenrolled
+
+
+def test_sweeper_leaves_a_waiting_backlog_alone(make_session):
+    """Review C12: while the photo queue still holds messages, a photo pending for long is waiting
+    its turn, not lost; a stale claim (a dead worker) is re-queued all the same."""
+    waiting = add_photo(make_session, queued_ago=timedelta(hours=2))
+    abandoned = add_photo(make_session, status="processing", queued_ago=timedelta(hours=1),
+                          claimed_ago=timedelta(minutes=30), claimed_by="dead")
+    sender = RecordingSender()
+    with unit_of_work(make_session, sender) as uow:
+        result = photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3, backlog=True)
+    assert result.requeued == [abandoned] and sender.sent == [(PROCESS_PHOTO, (abandoned,))]
+    with unit_of_work(make_session, sender) as uow:  # the queue has drained: now it counts as lost
+        assert photo_service.sweep_stale_photos(uow, stale_after=STALE, max_attempts=3).requeued == [waiting]
+
+
+def test_sweeper_reads_the_photo_queue_length_from_the_embedded_broker(settings):
+    from worker.celery_app import create_celery
+    from worker.tasks import _photo_queue_length
+
+    celery = create_celery(settings)
+    assert _photo_queue_length(celery) == 0
+    celery.send_task(PROCESS_PHOTO, args=["a"])
+    celery.send_task(PROCESS_PHOTO, args=["b"])
+    assert _photo_queue_length(celery) == 2

@@ -40,8 +40,7 @@ def test_racing_enrolments_of_one_email_make_one_runner(sessions, monkeypatch, t
         event = Event(organisation_id=organisation_for_tests(uow).id, name="Race", slug=f"race-{time.time_ns()}",
                       match_threshold=0.5)
         uow.session.add(event)
-    vector = np.ones(128, np.float32) / np.sqrt(128)
-    monkeypatch.setattr(runners, "analyse_selfie", lambda *a, **k: SimpleNamespace(embedding=vector))
+    face = SimpleNamespace(embedding=np.ones(128, np.float32) / np.sqrt(128))  # analysed before enrol
     first_looked = threading.Event()
     real_find = runners.find_by_email
 
@@ -53,14 +52,12 @@ def test_racing_enrolments_of_one_email_make_one_runner(sessions, monkeypatch, t
         return found
 
     monkeypatch.setattr(runners, "find_by_email", slow_find)
-    backend = SimpleNamespace(model_id="stub")
-    settings = make_settings(tmp_path / "unused")
     results: dict[str, runners.Enrolment] = {}
 
     def enrol(name: str, email: str) -> None:
         form = RunnerCreate(name=name, email=email, consent=True)
         with unit_of_work(sessions, RecordingSender()) as uow:
-            results[name] = runners.enrol(uow, event.id, form, b"selfie", backend, settings)
+            results[name] = runners.enrol(uow, event.id, form, face, "stub")
 
     first = threading.Thread(target=enrol, args=("first", "ada@example.org"), name="first")
     second = threading.Thread(target=enrol, args=("second", "ADA@example.org"), name="second")

@@ -42,6 +42,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/events/{event_id}/photos"): Row(ORGANISER),
     ("GET", "/api/v1/photos/{photo_id}"): Row(ORGANISER),
     ("DELETE", "/api/v1/photos/{photo_id}"): Row(ORGANISER),
+    ("POST", "/api/v1/photos/{photo_id}/retry"): Row(ORGANISER),
     ("POST", "/api/v1/events/{event_id}/runners"): Row(PARTNER, form="selfie"),
     ("GET", "/api/v1/events/{event_id}/runners"): Row(ORGANISER),
     ("GET", "/api/v1/runners/{runner_id}"): Row(PARTNER),
@@ -52,6 +53,9 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/keys"): Row(ORGANISER, json={"name": "ci", "scope": "organiser"}),
     ("GET", "/api/v1/keys"): Row(ORGANISER),
     ("DELETE", "/api/v1/keys/{key_id}"): Row(ORGANISER),
+    ("POST", "/api/v1/webhooks"): Row(ORGANISER, json={"url": "http://127.0.0.1:9/hook", "events": ["runner.matched"]}),
+    ("GET", "/api/v1/webhooks"): Row(ORGANISER),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): Row(ORGANISER),
 }
 
 
@@ -94,12 +98,14 @@ def _populate(client: TestClient, key: str, name: str) -> Organisation:
                              landmarks=[], embedding=b"\0" * 8, model_id="test"))
     org.ids["photo_id"] = photo.id
     org.ids["key_id"] = client.post("/api/v1/keys", json={"name": "spare"}, headers=auth).json()["id"]
+    org.ids["webhook_id"] = client.post("/api/v1/webhooks", headers=auth, json={
+        "url": "http://127.0.0.1:9/hook", "events": ["event.processed"]}).json()["id"]
     return org
 
 
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory) -> Tenants:
-    settings = migrated_settings(tmp_path_factory.mktemp("tenancy") / "data")
+    settings = migrated_settings(tmp_path_factory.mktemp("tenancy") / "data", webhook_allow_private=True)
     app = create_app(settings)
     app.state.sender = RecordingSender()
     with TestClient(app) as client:

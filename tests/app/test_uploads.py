@@ -118,3 +118,54 @@ def test_photos_can_be_queued_several_per_task_for_gpu_batching(tmp_path, faces_
         sent = client.app.state.sender.sent
     ids = [p["id"] for p in body["photos"]]
     assert sent == [(PROCESS_PHOTO, (ids[:3],)), (PROCESS_PHOTO, (ids[3:],))]
+
+
+def test_a_failed_store_leaves_no_row_and_failed_or_orphaned_photos_are_requeued(client, settings, faces_dir,
+                                                                                 monkeypatch):
+    """Issue 12.4: on SQLite the savepoint's RELEASE commits, so the row must come after the file;
+    the same bytes uploaded again re-queue a photo that failed or never got its file."""
+    from app.db.session import unit_of_work
+
+    event_id = _event(client)
+    data = identity_photo(faces_dir, "andy_roddick", 1).read_bytes()
+    store = client.app.state.store
+    real_put_file = store.put_file
+
+    def disk_full(key, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "put_file", disk_full)
+    body = client.post(f"/api/v1/events/{event_id}/photos", files=[("files", ("x.jpg", data))]).json()
+    assert body["photos"] == [] and [r["code"] for r in body["rejected"]] == ["storage_failed"]
+    assert _photos_in_db(settings) == [] and client.app.state.sender.sent == []
+
+    monkeypatch.setattr(store, "put_file", real_put_file)
+    body = client.post(f"/api/v1/events/{event_id}/photos", files=[("files", ("x.jpg", data))]).json()
+    [uploaded] = body["photos"]
+    assert uploaded["duplicate"] is False and uploaded["status"] == "pending"
+    client.app.state.sender.sent.clear()
+
+    # it failed in the worker (say, after 3 attempts): the same bytes again process it again
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_sessionmaker(engine)
+    with unit_of_work(sessions) as uow:
+        photo = uow.session.get(Photo, uploaded["id"])
+        photo.status, photo.error, photo.attempts = "failed", "processing_failed: boom", 3
+    again = client.post(f"/api/v1/events/{event_id}/photos", files=[("files", ("x.jpg", data))]).json()
+    assert again["photos"] == [{"id": uploaded["id"], "filename": "x.jpg", "status": "pending", "duplicate": False}]
+    assert client.app.state.sender.sent == [(PROCESS_PHOTO, (uploaded["id"],))]
+    [photo] = _photos_in_db(settings)
+    assert (photo.status, photo.error, photo.attempts) == ("pending", None, 0)
+
+    # an orphan: pending, but its original is not in the store
+    client.app.state.sender.sent.clear()
+    store.delete(photo.storage_key)
+    again = client.post(f"/api/v1/events/{event_id}/photos", files=[("files", ("x.jpg", data))]).json()
+    assert again["photos"][0]["duplicate"] is False and store.exists(photo.storage_key)
+    assert client.app.state.sender.sent == [(PROCESS_PHOTO, (uploaded["id"],))]
+    # a pending photo that has its file is an ordinary duplicate
+    client.app.state.sender.sent.clear()
+    assert client.post(f"/api/v1/events/{event_id}/photos",
+                       files=[("files", ("x.jpg", data))]).json()["photos"][0]["duplicate"] is True
+    assert client.app.state.sender.sent == []
+    engine.dispose()
