@@ -31,6 +31,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "key_not_found": (404, "No key with id '0190c7a35b2e4f00a1b2c3'."),
     "webhook_not_found": (404, "No webhook with id '0190c7a35b2e4f00a1b2c3'."),
     "conflict": (409, "That conflicts with the current state."),
+    "photo_not_failed": (409, "Only a failed photo can be retried; this one is done."),
     "payload_too_large": (413, "The request body is larger than 61865984 bytes."),
     "image_too_large": (413, "That photo is too large. Please upload a smaller picture."),
     "too_many_files": (413, "Too many files. Maximum number of files is 5000. (at most 5000 per request)"),

@@ -120,7 +120,7 @@ def delete_photo(photo_id: str, uow: UoW, store: StoreDep, caller: CallerDep) ->
 
 
 @router.post("/photos/{photo_id}/retry", status_code=202, response_model=PhotoOut,
-             responses={409: {"description": "the photo has not failed (code `photo_not_failed`)"}})
+             summary="Process a failed photo again", responses=api_errors("photo_not_found", "photo_not_failed"))
 def retry_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
     """Queue a `failed` photo for processing again, with a fresh set of attempts (organisers)."""
     access.require_organiser(caller)

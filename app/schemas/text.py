@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 LINE_SEPARATORS = {"\u2028", "\u2029"}
 
@@ -23,5 +23,9 @@ def refuse_control_characters(value: str) -> str:
     return value
 
 
+# The same rule for the schema's readers (and API fuzzers): no C0, DEL, C1 or U+2028/U+2029.
+PLAIN_TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"
+
 # Use this for every free-text field of a request (length limits stay with the field).
-PlainText = Annotated[str, AfterValidator(refuse_control_characters)]
+PlainText = Annotated[str, AfterValidator(refuse_control_characters),
+                      Field(json_schema_extra={"pattern": PLAIN_TEXT_PATTERN})]

@@ -13,7 +13,9 @@ import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
 
+from app.db.session import unit_of_work
 from app.main import create_app
+from app.services import workers
 from tests.conftest import REPO, RecordingSender, live_server, migrated_settings, new_api_key
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -22,7 +24,9 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    app = create_app(migrated_settings(tmp_path_factory.mktemp("openapi") / "data", webhook_allow_private=True))
+    # worker_heartbeat_s: one heartbeat written below stands for a live worker during the whole run
+    app = create_app(migrated_settings(tmp_path_factory.mktemp("openapi") / "data", webhook_allow_private=True,
+                                       worker_heartbeat_s=3600))
     app.state.sender = RecordingSender()
     return app
 
@@ -124,6 +128,8 @@ def test_schemathesis_finds_no_disagreement_with_the_schema(app, faces_dir, tmp_
     and never a 5xx. tests/app/schemathesis_hooks.py puts real images where photos go."""
     key = new_api_key(app.state.settings)
     with live_server(app) as base:
+        with unit_of_work(app.state.make_session) as uow:  # /readyz: a worker is alive
+            workers.beat(uow, "schemathesis-worker", hostname="tests", pid=os.getpid())
         event = httpx.post(f"{base}/api/v1/events", json={"name": "Schemathesis 10k"},
                            headers={"Authorization": f"Bearer {key}"}).json()
         env = {**os.environ, "PYTHONPATH": str(REPO), "SCHEMATHESIS_HOOKS": "tests.app.schemathesis_hooks",
