@@ -190,6 +190,8 @@ def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: s
         ours = photo_service.mark_failed(uow, photo_id, task_id=task_id, error=error)
         if ours:
             _failed_photo_finished(uow, photo_id)
+        elif uow.session.get(Photo, photo_id) is None:
+            return "deleted"  # deleted meanwhile, its original with it (hence the error)
     log.info("photo %s failed: %s", photo_id, error)
     return "failed" if ours else "lost_claim"
 
