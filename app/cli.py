@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 
 from app.config import load_settings
-from worker.dispatch import EMAIL_QUEUE, MATCHING_QUEUE, PHOTOS_QUEUE, QUEUES
+from worker.dispatch import QUEUES
 
 log = logging.getLogger("finishline")
 
@@ -163,20 +163,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings.resolved_database_url)
     concurrency = settings.worker_concurrency or min(2, os.cpu_count() or 1)
-    # Photos get their own pool; matching and e-mail a second, small one that never waits
-    # behind a burst of uploads (and never loads the face networks). Each is supervised.
-    pools = [["--queues", PHOTOS_QUEUE, f"--concurrency={concurrency}"],
-             ["--queues", f"{MATCHING_QUEUE},{EMAIL_QUEUE}", "--concurrency=1", "--beat"]]
-    workers = [WorkerSupervisor([sys.executable, "-m", "app.cli", "worker", *pool],
-                                first_backoff_s=settings.worker_restart_backoff_s) for pool in pools]
-    for worker in workers:
-        worker.start()
+    # One supervised pool consumes all three queues (photos, matching, email): Celery takes from
+    # them in turn, so a match or an e-mail waits for the tasks in flight, never for a backlog of
+    # uploads. For separate pools per queue run `finishline worker --queues ...` (README).
+    worker = WorkerSupervisor(
+        [sys.executable, "-m", "app.cli", "worker", f"--concurrency={concurrency}", "--beat"],
+        first_backoff_s=settings.worker_restart_backoff_s,
+    )
+    worker.start()
     log.warning("API on http://%s:%s", args.host, args.port)
     try:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
     finally:
-        for worker in workers:
-            worker.stop()
+        worker.stop()
     return 0
 
 
