@@ -14,6 +14,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+from pydantic import ValidationError
+
 from app.config import load_settings
 from worker.dispatch import QUEUES
 
@@ -123,10 +125,9 @@ def cmd_revoke_key(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from app.server import serve
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                log_level="info", proxy_headers=True)
+    serve(load_settings(), args.host, args.port)
     return 0
 
 
@@ -157,7 +158,7 @@ def _die_with_parent() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from app.server import serve
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     worker.start()
     log.warning("API on http://%s:%s", args.host, args.port)
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+        serve(settings, args.host, args.port)
     finally:
         worker.stop()
     return 0
@@ -308,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from app.errors import AppError
 
+    try:
+        if args.command != "ingest":  # ingest is an HTTP client: the server's settings are not its business
+            load_settings()  # a bad environment stops every command here, in words, before anything starts
+    except ValidationError as exc:
+        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        print(f"finishline: invalid settings: {problems}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except AppError as exc:  # unknown --org, weak password, ...: the reason, not a traceback

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets people copy from examples; refusing them beats signing gallery links with "changeme".
@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     )
     public_base_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PUBLIC_BASE_URL"))
     device: Literal["auto", "cpu", "cuda"] = Field("auto", validation_alias=_env("FINISHLINE_DEVICE"))
+    # One key, or several separated by commas for rotation: the first signs, every one verifies.
     secret_key: str | None = Field(None, validation_alias=_env("FINISHLINE_SECRET_KEY"))
 
     # --- our own knobs ---
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, validation_alias=_env("FINISHLINE_EMBED_BATCH_SIZE"))
     # photos per worker task: 1 suits CPU workers; ~8 lets a GPU worker batch across photos
     photos_per_task: int = Field(1, ge=1, le=64, validation_alias=_env("FINISHLINE_PHOTOS_PER_TASK"))
+    # bib numbers (models/bibs.py): read them on every photo; the whole-photo pass (for runners
+    # whose face is not seen) runs on a copy this long (0: torso regions below faces only)
+    read_bibs: bool = Field(True, validation_alias=_env("FINISHLINE_READ_BIBS"))
+    bib_whole_long_side: int = Field(384, ge=0, le=4096, validation_alias=_env("FINISHLINE_BIB_WHOLE_LONG_SIDE"))
     max_file_bytes: int = Field(60 * 2**20, validation_alias=_env("FINISHLINE_MAX_FILE_BYTES"))
     max_request_bytes: int = Field(4 * 2**30, validation_alias=_env("FINISHLINE_MAX_REQUEST_BYTES"))
     max_image_pixels: int = Field(120_000_000, validation_alias=_env("FINISHLINE_MAX_IMAGE_PIXELS"))
@@ -66,9 +71,19 @@ class Settings(BaseSettings):
     max_archive_bytes: int = Field(16 * 2**30, validation_alias=_env("FINISHLINE_MAX_ARCHIVE_BYTES"))
     max_compression_ratio: float = Field(100.0, gt=1, validation_alias=_env("FINISHLINE_MAX_COMPRESSION_RATIO"))
     max_archive_entries: int = Field(50_000, ge=1, validation_alias=_env("FINISHLINE_MAX_ARCHIVE_ENTRIES"))
-    # The public selfie form: at most this many submissions per client address per window (app/ratelimit.py).
-    public_rate_limit: int = Field(10, ge=1, validation_alias=_env("FINISHLINE_PUBLIC_RATE_LIMIT"))
+    # The public selfie form: at most this many submissions per client address and event per window
+    # (app/ratelimit.py); sized for a finish line where many runners share one Wi-Fi or carrier address.
+    public_rate_limit: int = Field(30, ge=1, validation_alias=_env("FINISHLINE_PUBLIC_RATE_LIMIT"))
     public_rate_window_s: float = Field(60.0, gt=0, validation_alias=_env("FINISHLINE_PUBLIC_RATE_WINDOW_S"))
+    # Reverse proxies whose X-Forwarded-For is believed: addresses or networks, comma-separated
+    # ("*" trusts any peer: only when the API is reachable through the proxy alone).
+    trusted_proxies: str = Field("127.0.0.1,::1", validation_alias=_env("FINISHLINE_TRUSTED_PROXIES"))
+    # Default per-event retention of biometric templates, in days after the event date (privacy.py).
+    retention_days: int = Field(90, ge=1, le=3650, validation_alias=_env("FINISHLINE_RETENTION_DAYS"))
+    # Request heads (request line + headers): at most this many bytes (431), complete within this
+    # many seconds of the connection or the head's first byte (408), see app/server.py.
+    max_header_bytes: int = Field(64 * 1024, ge=8 * 1024, validation_alias=_env("FINISHLINE_MAX_HEADER_BYTES"))
+    header_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("FINISHLINE_HEADER_TIMEOUT_S"))
     # A photo queued or claimed longer than this is re-queued by the sweeper (lost message, dead worker).
     stale_after_s: int = Field(600, ge=10, validation_alias=_env("FINISHLINE_STALE_AFTER_S"))
     # A photo whose processing raises anything but a decode error is tried this often in all (the
@@ -98,12 +113,26 @@ class Settings(BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _refuse_placeholders(cls, value: str | None) -> str | None:
-        if value is not None and (value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < 16):
-            raise ValueError(
-                "FINISHLINE_SECRET_KEY is a placeholder or shorter than 16 characters; "
-                "set a long random value (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-            )
+        if value is None:
+            return None
+        for key in value.split(","):
+            if key.strip().lower() in PLACEHOLDER_SECRETS or len(key.strip()) < 16:
+                raise ValueError(
+                    "FINISHLINE_SECRET_KEY holds a placeholder or a key shorter than 16 characters; "
+                    "set a long random value (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
         return value
+
+    @model_validator(mode="after")
+    def _shared_setups_share_one_key(self) -> "Settings":
+        # With a database or broker server, API and workers usually run on several hosts; each
+        # would make its own key file, and links e-mailed by a worker would not open on the API.
+        if self.secret_key is None and (self.database_url or self.redis_url):
+            raise ValueError(
+                "FINISHLINE_SECRET_KEY must be set when DATABASE_URL or REDIS_URL is set: every API "
+                "and worker host must sign and check links with the same key"
+            )
+        return self
 
     # --- derived values ---
     @property
@@ -140,10 +169,11 @@ class Settings(BaseSettings):
         return DEFAULT_MATCH_THRESHOLDS[self.face_backend]
 
     @cached_property
-    def signing_key(self) -> str:
-        """FINISHLINE_SECRET_KEY, or on the embedded setup a random key kept in the data dir."""
+    def signing_keys(self) -> tuple[str, ...]:
+        """FINISHLINE_SECRET_KEY's keys, newest first, or on the embedded setup one random key
+        kept in the data dir."""
         if self.secret_key:
-            return self.secret_key
+            return tuple(key.strip() for key in self.secret_key.split(","))
         key_file = self.data_dir / "secret_key"
         if not key_file.exists():
             key_file.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +186,12 @@ class Settings(BaseSettings):
                 pass
             finally:
                 tmp.unlink()
-        return key_file.read_text().strip()
+        return (key_file.read_text().strip(),)
+
+    @property
+    def signing_key(self) -> str:
+        """The key that signs new links."""
+        return self.signing_keys[0]
 
 
 def load_settings() -> Settings:

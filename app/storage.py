@@ -92,7 +92,7 @@ class S3PhotoStore:
         try:
             import boto3
         except ImportError as exc:  # optional dependency
-            raise RuntimeError("STORAGE_URL is s3://… but boto3 is not installed: pip install boto3") from exc
+            raise RuntimeError("STORAGE_URL is s3://… but boto3 is not installed: pip install 'finishline[s3]'") from exc
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pipeline.py [--folder ../shared/faces/groups] [--workers 2] [--repeat 3]
     .venv/bin/python bench/pipeline.py --race24 12 --steps     # each lever on 24 MP race photos
+    .venv/bin/python bench/pipeline.py --bibs [--megapixels 24] [--folder ...]   # the bib reader's cost
 
 `--race24 N` builds N 6000x4000 photos with about 18 faces each (bench/race_photos.py) in a temp
 folder and uses them instead of `--folder`. `--steps` times every stage of the old path (full
@@ -215,6 +216,49 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def bib_cost(folder: Path, megapixels: float, repeat: int) -> None:
+    """Face-only stage vs face + bib stage, one process, one thread, on the race photos of `folder`
+    scaled to `megapixels` (race cameras shoot 24 MP); CPU time as well as wall time, since the
+    machine's cores may be shared."""
+    import io
+
+    from PIL import Image
+
+    from models import bibs
+    from models.bib_reader import get_reader
+    from models.loader import get_backend
+    from models.pipeline import detect_faces, embed_faces
+
+    backend = get_backend("yunet-sface", device="cpu", cache_dir=REPO / "data" / "models")
+    reader = get_reader()
+    photos = []
+    for path in sorted(folder.glob("race_*.jpg")):
+        img = Image.open(path).convert("RGB")
+        scale = (megapixels * 1e6 / (img.width * img.height)) ** 0.5
+        buf = io.BytesIO()
+        img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC).save(buf, "JPEG", quality=90)
+        photos.append(buf.getvalue())
+    face = [0.0, 0.0]
+    bib = [0.0, 0.0]
+    n = 0
+    for k in range(repeat + 1):  # the first pass warms up, off the clock
+        for data in photos:
+            w0, c0 = time.perf_counter(), time.process_time()
+            image = decode_image(data, max_pixels=MAX_PIXELS)
+            found = detect_faces([image], backend, detect_long_side=DETECT_LONG_SIDE)
+            embed_faces([image], found, backend)
+            w1, c1 = time.perf_counter(), time.process_time()
+            bibs.read_bibs(image, [d.box for d in found[0]], reader)
+            w2, c2 = time.perf_counter(), time.process_time()
+            if k:
+                face[0], face[1] = face[0] + w1 - w0, face[1] + c1 - c0
+                bib[0], bib[1] = bib[0] + w2 - w1, bib[1] + c2 - c1
+                n += 1
+    print(f"{n} photos at {megapixels:g} MP, 1 thread: face stage {1000 * face[0] / n:.0f} ms wall / "
+          f"{1000 * face[1] / n:.0f} ms CPU per photo; bib stage {1000 * bib[0] / n:.0f} ms wall / "
+          f"{1000 * bib[1] / n:.0f} ms CPU; face+bib = {(face[1] + bib[1]) / face[1]:.2f}x face-only CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=REPO.parent / "shared" / "faces" / "groups")
@@ -224,7 +268,12 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "models")
     parser.add_argument("--race24", type=int, default=0, help="build this many 24 MP race photos and use them")
     parser.add_argument("--steps", action="store_true", help="time each stage, old path vs new, one core")
+    parser.add_argument("--bibs", action="store_true", help="measure the bib stage against the face stage")
+    parser.add_argument("--megapixels", type=float, default=24.0, help="with --bibs: photo size")
     args = parser.parse_args()
+    if args.bibs:
+        bib_cost(args.folder, args.megapixels, args.repeat)
+        return
 
     if args.race24:
         folder = Path(tempfile.gettempdir()) / "finishline-race24"

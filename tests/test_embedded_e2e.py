@@ -16,7 +16,7 @@ from sqlalchemy import text
 from app.db.session import make_engine
 from tests.app.test_matching import canvas
 from tests.app.test_webhooks import Receiver
-from tests.conftest import REPO, finishline_run, wait_until_processed
+from tests.conftest import REPO, finishline_run, make_settings, wait_until_processed
 from tests.images import identity_photo
 
 
@@ -125,7 +125,11 @@ def test_webhooks_from_the_real_worker_reach_a_receiver_that_was_down(server, fa
 
 def test_ctrl_c_stops_api_and_worker(server):
     process = server["process"]
-    children = subprocess.run(["pgrep", "-f", "app.cli worker"], capture_output=True, text=True).stdout.split()
+    # this run's workers only (other test runs on the machine may have theirs): its data dir
+    data_dir = server["env"]["FINISHLINE_DATA_DIR"]
+    children = [pid for pid in subprocess.run(["pgrep", "-f", "app.cli worker"], capture_output=True,
+                                              text=True).stdout.split()
+                if _environ_has(pid, f"FINISHLINE_DATA_DIR={data_dir}")]
     assert children, "the worker should be running beside the API"
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) in (0, 130)
@@ -137,3 +141,10 @@ def test_ctrl_c_stops_api_and_worker(server):
             break
         time.sleep(0.2)
     assert not alive, "worker processes outlived `finishline run`"
+
+
+def _environ_has(pid: str, entry: str) -> bool:
+    try:
+        return entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone already, or not ours to read
+        return False

@@ -6,15 +6,21 @@ under the data dir, so the API and worker processes on one machine share a queue
 all (README: "Why the filesystem broker"). It drops a message once a worker has read it, like any
 broker does on a crash before ack, so the sweeper (SWEEP_STALE_WORK) re-queues work whose message
 was lost.
+
+`celery -A worker.celery_app worker` and `finishline worker` use `app`, which is built from the
+environment when first asked for (see `__getattr__`), never at import.
 """
 
 from __future__ import annotations
 
+import threading
+
 from celery import Celery
 
 from app.config import Settings, load_settings
+from app.jobs import SWEEP_STALE_WORK
 from worker import fs_broker
-from worker.dispatch import DEFAULT_QUEUE, SWEEP_STALE_WORK, TASK_QUEUES
+from worker.dispatch import DEFAULT_QUEUE, TASK_QUEUES
 from worker.heartbeat import Heartbeat
 
 
@@ -55,6 +61,24 @@ def create_celery(settings: Settings) -> Celery:
     return celery
 
 
-# `celery -A worker.celery_app worker` and `finishline worker` use this one, built from the env.
-app = create_celery(load_settings())
-app.conf.include = ["worker.tasks"]
+def create_worker_app(settings: Settings) -> Celery:
+    """The app a worker process runs: the API's configuration plus the task modules."""
+    celery = create_celery(settings)
+    celery.conf.include = ["worker.tasks"]
+    return celery
+
+
+_worker_app: Celery | None = None
+_worker_app_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Celery:
+    """`worker.celery_app.app`, built from the environment on first use, not at import: importing
+    this module (as app.main does) must read no variable and create no folder (PEP 562)."""
+    global _worker_app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _worker_app_lock:
+        if _worker_app is None:
+            _worker_app = create_worker_app(load_settings())
+        return _worker_app

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.db.session import make_engine, make_sessionmaker
 from app.face_backend import load_face_backend
 from app.storage import PhotoStore, make_store
+from models.bib_reader import TextReader
 from models.types import FaceBackend
 
 
@@ -25,6 +26,7 @@ class WorkerContext:
     make_session: sessionmaker[Session]
     store: PhotoStore
     _backend: FaceBackend | None = field(default=None, init=False)
+    _bib_reader: TextReader | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
@@ -33,6 +35,18 @@ class WorkerContext:
             if self._backend is None:
                 self._backend = load_face_backend(self.settings)
             return self._backend
+
+    @property
+    def bib_reader(self) -> TextReader | None:
+        """The bib reader, loaded on first use; None when FINISHLINE_READ_BIBS is off."""
+        if not self.settings.read_bibs:
+            return None
+        with self._lock:
+            if self._bib_reader is None:
+                from models.bib_reader import get_reader
+
+                self._bib_reader = get_reader()  # CPU: one thread, like the face networks
+            return self._bib_reader
 
 
 _context: WorkerContext | None = None

@@ -1,15 +1,12 @@
-"""Task names and the sender the API and services use to queue them (by name: no task imports)."""
+"""The Celery side of app.jobs: a TaskSender that queues tasks by name (no task imports)."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-PROCESS_PHOTO = "finishline.process_photo"
-MATCH_RUNNER = "finishline.match_runner"
-REMATCH_EVENT = "finishline.rematch_event"
-SEND_RUNNER_EMAIL = "finishline.send_runner_email"
-SWEEP_STALE_WORK = "finishline.sweep_stale_work"
-DELIVER_WEBHOOK = "finishline.deliver_webhook"
+from app.jobs import (  # noqa: F401 (re-exported)
+    DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
+)
 
 # Three queues, so a burst of uploads never delays a runner's matches or e-mails: photo tasks
 # (CNN work, GPU machines) on `photos`, matching and the sweeper on `matching`, SMTP and webhook

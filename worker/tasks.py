@@ -17,6 +17,7 @@ from app.db.session import unit_of_work
 from app.services import matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
+from app.services import privacy
 from app.services import webhooks as webhook_service
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
@@ -39,7 +40,8 @@ def _sender(task) -> CelerySender:
 def process_photo_task(self, photo_ids: str | list[str]) -> dict[str, str]:
     ids = [photo_ids] if isinstance(photo_ids, str) else list(photo_ids)
     ctx = get_context(self.app.finishline_settings)
-    processing = ProcessingContext(ctx.settings, ctx.make_session, ctx.store, ctx.backend, _sender(self))
+    processing = ProcessingContext(ctx.settings, ctx.make_session, ctx.store, ctx.backend, _sender(self),
+                                   bib_reader=ctx.bib_reader)
     outcomes = process_photos(processing, ids, task_id=self.request.id or "eager")
     log.info("processed %s", outcomes)
     return outcomes
@@ -61,6 +63,10 @@ def sweep_stale_work_task(self) -> int:
         hooks = webhook_service.sweep_stale_events(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         matching.sweep_unfinished_rematches(uow)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        purged = privacy.purge_expired_events(uow)
+    if purged:
+        log.warning("retention: face templates of events %s deleted", ", ".join(purged))
     if photos.requeued or photos.failed or deliveries.requeued or deliveries.uncertain or runners or hooks:
         log.warning("sweeper: re-queued %d photos, %d runners to match, %d e-mails and %d webhook events; "
                     "%d photos failed (attempts used up); %d e-mails uncertain", len(photos.requeued),

@@ -12,6 +12,7 @@ from app.schemas.event import EventCreate, EventOut, EventPage, EventStatsOut, E
 from app.services import access
 from app.services import events as event_service
 from app.services import matching as matching_service
+from app.services import privacy
 
 router = APIRouter(tags=["events"])
 
@@ -20,7 +21,10 @@ def event_out(uow: UnitOfWork, event: Event, public_base_url: str) -> EventOut:
     stats = event_service.event_stats(uow, event.id)
     return EventOut(
         id=event.id, name=event.name, slug=event.slug, starts_on=event.starts_on,
-        match_threshold=event.match_threshold, created_at=event.created_at,
+        match_threshold=event.match_threshold, retention_days=event.retention_days,
+        biometrics_expire_at=privacy.biometrics_expire_at(event),
+        biometrics_purged_at=event.biometrics_purged_at, bib_search_public=event.bib_search_public,
+        created_at=event.created_at,
         selfie_url=f"{public_base_url}/e/{event.slug}", stats=EventStatsOut(**stats.__dict__),
     )
 
@@ -31,7 +35,9 @@ def create_event(body: EventCreate, uow: UoW, settings: SettingsDep, caller: Cal
     access.require_organiser(caller)
     threshold = body.match_threshold if body.match_threshold is not None else settings.default_match_threshold
     event = event_service.create_event(uow, organisation_id=caller.organisation_id, name=body.name,
-                                       starts_on=body.starts_on, match_threshold=threshold)
+                                       starts_on=body.starts_on, match_threshold=threshold,
+                                       retention_days=body.retention_days or settings.retention_days,
+                                       bib_search_public=body.bib_search_public)
     return event_out(uow, event, settings.public_base_url)
 
 
@@ -60,7 +66,11 @@ def update_event(event_id: str, body: EventUpdate, response: Response, uow: UoW,
     background, in chunks: `stats.rematch_done` reaches `stats.rematch_total` when finished."""
     access.require_organiser(caller)
     before = access.get_event(uow, caller, event_id).match_threshold
-    event = matching_service.update_event(uow, event_id, **body.model_dump(exclude_unset=True))
+    changes = body.model_dump(exclude_unset=True)
+    bib_search_public = changes.pop("bib_search_public", None)
+    event = matching_service.update_event(uow, event_id, **changes)
+    if bib_search_public is not None:
+        event.bib_search_public = bib_search_public
     if event.match_threshold != before:
         response.status_code = 202
     return event_out(uow, event, settings.public_base_url)

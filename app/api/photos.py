@@ -10,9 +10,9 @@ from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.health import check_broker
 from app.api.openapi import api_errors
 from app.auth import Caller
-from app.db import Face, Photo
+from app.db import BibRead, Face, Photo
 from app.errors import AppError, PayloadTooLarge, Unprocessable
-from app.schemas.photo import FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
+from app.schemas.photo import BibOut, FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
 from app.services import access
 from app.services import photos as photo_service
 from app.services.uploads import Uploader, UploadLimits
@@ -32,12 +32,13 @@ UPLOAD_BODY = {
 }
 
 
-def photo_out(photo: Photo, faces: list[Face]) -> PhotoOut:
+def photo_out(photo: Photo, faces: list[Face], reads: list[BibRead]) -> PhotoOut:
     return PhotoOut(
         id=photo.id, event_id=photo.event_id, filename=photo.filename, sha256=photo.sha256,
         size_bytes=photo.size_bytes, status=photo.status, error=photo.error, width=photo.width,
         height=photo.height, created_at=photo.created_at,
         faces=[FaceOut(id=f.id, box=f.box, score=f.score) for f in faces],
+        bibs=[BibOut(number=b.number, box=b.box, score=b.score, face_id=b.face_id) for b in reads],
     )
 
 
@@ -97,19 +98,24 @@ async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
             responses=api_errors("event_not_found", "validation_error", "invalid_cursor"))
 def list_photos(event_id: str, uow: UoW, caller: CallerDep,
                 status: Literal["pending", "processing", "done", "failed"] | None = None,
-                limit: int = Query(100, ge=1, le=1000), cursor: str | None = None) -> PhotoPage:
+                limit: int = Query(100, ge=1, le=1000), cursor: str | None = None,
+                bib: str | None = Query(None, pattern=r"^\d{1,6}$", examples=["1042"],
+                                        description="Only the photos on which this bib number was read")) -> PhotoPage:
     access.require_organiser(caller)
     access.get_event(uow, caller, event_id)
-    photos, next_cursor = photo_service.list_photos(uow, event_id, status=status, limit=limit, cursor=cursor)
-    faces = photo_service.faces_of(uow, [p.id for p in photos])
-    return PhotoPage(items=[photo_out(p, faces[p.id]) for p in photos], next_cursor=next_cursor)
+    photos, next_cursor = photo_service.list_photos(uow, event_id, status=status, limit=limit, cursor=cursor,
+                                                    bib=bib)
+    ids = [p.id for p in photos]
+    faces, reads = photo_service.faces_of(uow, ids), photo_service.bib_reads_of(uow, ids)
+    return PhotoPage(items=[photo_out(p, faces[p.id], reads[p.id]) for p in photos], next_cursor=next_cursor)
 
 
 @router.get("/photos/{photo_id}", response_model=PhotoOut, summary="Get a photo with its faces",
             responses=api_errors("photo_not_found"))
 def get_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
     photo = access.get_photo(uow, caller, photo_id)
-    return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id])
+    return photo_out(photo, photo_service.faces_of(uow, [photo.id])[photo.id],
+                     photo_service.bib_reads_of(uow, [photo.id])[photo.id])
 
 
 @router.delete("/photos/{photo_id}", status_code=204, summary="Delete a photo", responses=api_errors("photo_not_found"))
@@ -125,4 +131,4 @@ def retry_photo(photo_id: str, uow: UoW, caller: CallerDep) -> PhotoOut:
     """Queue a `failed` photo for processing again, with a fresh set of attempts (organisers)."""
     access.require_organiser(caller)
     photo = photo_service.retry_photo(uow, access.get_photo(uow, caller, photo_id))
-    return photo_out(photo, [])
+    return photo_out(photo, [], [])  # a failed photo has no faces and no bibs

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, Date, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -18,6 +18,13 @@ class Event(IdMixin, Base):
     slug: Mapped[str] = mapped_column(String(120), unique=True)
     starts_on: Mapped[date | None] = mapped_column(Date)
     match_threshold: Mapped[float] = mapped_column(Float)
+    # Biometric templates (faces, runners, bib links) and similarities are purged this many days
+    # after the event date (or its creation); matches and galleries stay (app/services/privacy.py).
+    retention_days: Mapped[int] = mapped_column(Integer, default=90, server_default="90")
+    biometrics_purged_at: Mapped[datetime | None]
+    # runners may find photos by bib number on the event's public page (off: some organisers
+    # will not let anyone who knows a number see that runner's photos)
+    bib_search_public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The newest photo id when `event.processed` was last emitted: it is emitted again only once
     # newer photos have all finished (app/services/webhooks.py).

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, text
+from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -13,6 +13,7 @@ class Runner(IdMixin, Base):
     __table_args__ = (
         # re-enrolment finds the runner by (event, e-mail); the search of GET /events/{id}/runners too
         Index(None, "event_id", "email"),
+        Index(None, "event_id", "bib"),  # bib matching finds runners by (event, bib)
         Index(None, "event_id", "model_id"),  # the matcher loads one event's runners of one model
         # the sweeper's "enrolled but never matched" scan, a few rows instead of every runner
         Index("ix_runners_unmatched", "created_at",
@@ -22,11 +23,15 @@ class Runner(IdMixin, Base):
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))  # null: a start-list row without one
     bib: Mapped[str | None] = mapped_column(String(40))
     consent_at: Mapped[datetime] = mapped_column(default=utcnow)
-    selfie_key: Mapped[str | None] = mapped_column(String(300))  # erased once embedded
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # What the runner agreed to: the consent text's version, and where they agreed ("page": our
+    # selfie form; "api": a partner site, whose key is `enrolled_by_key_id`).
+    consent_version: Mapped[str | None] = mapped_column(String(40))
+    consent_source: Mapped[str | None] = mapped_column(String(10))
+    from_start_list: Mapped[bool] = mapped_column(Boolean, default=False)  # imported, not self-enrolled
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # None: start list, or erased by retention
     model_id: Mapped[str | None] = mapped_column(String(100))
     unsubscribed_at: Mapped[datetime | None]
     # set once the runner was matched against the event's existing faces (MATCH_RUNNER); the

@@ -1,7 +1,12 @@
 """Engine and unit of work.
 
 Services take a UnitOfWork and never commit; whoever opened it (a request dependency or a task
-wrapper) commits or rolls back. Work that must only happen once the rows are visible to other
+wrapper) commits or rolls back. Four orchestrations in app/services open their own short units
+of work instead, because each must commit a claim before slow work so that no transaction is held
+through it and other workers see the claim: `processing.process_photos` (claim, CNN, write),
+`notify.send_delivery` (claim, SMTP, record), `webhooks.deliver` (claim, HTTP POST, record)
+and `uploads.Uploader` (one photo per transaction
+while a large upload is read). tests/worker/test_layering.py keeps that list exhaustive. Work that must only happen once the rows are visible to other
 processes, like sending a Celery task, is registered with `after_commit` and dropped on rollback.
 """
 
@@ -10,12 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
+
+from app.jobs import TaskSender
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +50,6 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_t
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-class TaskSender(Protocol):
-    def send(self, task_name: str, *args: object) -> None: ...
 
 
 class UnitOfWork:

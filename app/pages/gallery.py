@@ -5,16 +5,16 @@ Images are served only through these routes, each looked up through the runner's
 
 from __future__ import annotations
 
-from urllib.parse import quote
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from app.api.deps import SettingsDep, StoreDep, UoW
 from app.errors import NotFound
-from app.pages.templating import PRIVATE_HEADERS, message, page
+from app.pages.templating import PRIVATE_HEADERS, attachment, message, page
 from app.services import events as event_service
 from app.services import gallery as gallery_service
+from app.services import privacy
 from app.services import runners as runner_service
 
 router = APIRouter(include_in_schema=False)
@@ -27,8 +27,10 @@ def show_gallery(token: str, uow: UoW, settings: SettingsDep) -> HTMLResponse:
         runner = gallery_service.runner_for(uow, settings, "gallery", token)
     except NotFound:
         return message(*GONE, status_code=404)
+    event = event_service.get_event(uow, runner.event_id)
     return page("gallery.html", runner=runner, photos=gallery_service.matched_photos(uow, runner),
-                base=f"/g/{token}", delete_url=gallery_service.delete_url(settings, runner.id))
+                base=f"/g/{token}", delete_url=gallery_service.delete_url(settings, runner.id),
+                biometrics_expire_at=privacy.biometrics_expire_at(event), purged=event.biometrics_purged_at)
 
 
 @router.get("/g/{token}/photos/{photo_id}/{size}")
@@ -43,7 +45,7 @@ def photo_file(token: str, photo_id: str, size: str, uow: UoW, settings: Setting
     media_type = "image/jpeg"
     if size == "original":
         media_type = photo.content_type
-        headers["Content-Disposition"] = _attachment(gallery_service.download_name(photo))
+        headers["Content-Disposition"] = attachment(gallery_service.download_name(photo))
     return StreamingResponse(gallery_service.read_chunks(store, keys[size]), media_type=media_type,
                              headers=headers)
 
@@ -52,7 +54,7 @@ def photo_file(token: str, photo_id: str, size: str, uow: UoW, settings: Setting
 def photos_zip(token: str, uow: UoW, settings: SettingsDep, store: StoreDep) -> StreamingResponse:
     runner = gallery_service.runner_for(uow, settings, "gallery", token)
     photos = gallery_service.matched_photos(uow, runner)
-    headers = {**PRIVATE_HEADERS, "Content-Disposition": _attachment("photos.zip")}
+    headers = {**PRIVATE_HEADERS, "Content-Disposition": attachment("photos.zip")}
     return StreamingResponse(gallery_service.zip_stream(store, photos), media_type="application/zip",
                              headers=headers)
 
@@ -81,10 +83,5 @@ def delete_data(token: str, uow: UoW, settings: SettingsDep, store: StoreDep) ->
         runner = gallery_service.runner_for(uow, settings, "delete", token)
     except NotFound:
         return message(*GONE, status_code=404)
-    runner_service.delete_runner(uow, store, runner.id)
+    runner_service.delete_runner(uow, store, runner.id, outbox_dir=settings.outbox_dir)
     return message("Your data is deleted", "Your face template, your matches and your gallery are gone.")
-
-
-def _attachment(filename: str) -> str:
-    fallback = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"

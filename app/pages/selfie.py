@@ -25,6 +25,7 @@ from app.ratelimit import limit_public_form
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
 from app.services import runners as runner_service
+from app.services.privacy import CONSENT_VERSION, Consent, check_enrolment_open
 from models.image import decode_image, render_jpeg
 from models.pipeline import FaceResult
 
@@ -38,7 +39,7 @@ def selfie_form(slug: str, uow: UoW) -> HTMLResponse:
         event = event_service.get_event_by_slug(uow, slug)
     except NotFound:
         return message("Event not found", "There is no event at this address.", 404)
-    return page("selfie.html", event=event, values={}, error=None)
+    return page("selfie.html", event=event, values={}, error=None, consent_version=CONSENT_VERSION)
 
 
 @router.post("/e/{slug}", response_class=HTMLResponse)
@@ -48,31 +49,36 @@ async def submit_selfie(slug: str, request: Request, open_uow: UowFactory, setti
         event = await run_in_threadpool(_event_by_slug, open_uow, slug)
     except NotFound:
         return message("Event not found", "There is no event at this address.", 404)
+    try:
+        limit_public_form(request, scope=event.id)  # before the body is read: a refusal costs no upload
+    except TooManyRequests as exc:
+        response = page("selfie.html", 429, event=event, values={}, consent_version=CONSENT_VERSION,
+                        error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     form = await request.form(max_files=1, max_fields=10)
-    values = {key: str(form.get(key) or "") for key in ("name", "email", "bib")}
+    values = {key: str(form.get(key) or "") for key in ("name", "email", "bib", "consent_version")}
     values["consent"] = bool(form.get("consent"))
     values["face"] = str(form.get("face") or "")
     selfie = form.get("selfie")
     data = b""
     try:
-        # Issue 6 (public-form hardening): the per-address rate limit. Keep it first.
-        limit_public_form(request)
         fields = _parse_fields(values)
         runner_service.require_consent(fields)
+        check_enrolment_open(event)  # before the selfie is analysed
         data = (await run_in_threadpool(runner_service.read_selfie, selfie.file, settings.max_file_bytes)
                 if isinstance(selfie, UploadFile) else b"")
         backend = await run_in_threadpool(load_face_backend, settings)
         face = await run_in_threadpool(partial(runner_service.analyse_selfie, data, backend, settings,
                                                face_index=fields.face))
-        enrolment = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id)
-    except TooManyRequests as exc:
-        return page("selfie.html", 429, event=event, values=values,
-                    error=f"Too many attempts from your address. Please try again in {exc.retry_after} s.")
+        consent = Consent.on_page(fields.consent_version)
+        enrolment = await run_in_threadpool(_enrol, open_uow, event.id, fields, face, backend.model_id, consent)
     except AppError as exc:
         faces = exc.extra.get("faces")
         if faces:
             faces = await run_in_threadpool(_with_previews, data, faces, settings.max_image_pixels)
-        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail, faces=faces)
+        return page("selfie.html", exc.status, event=event, values=values, error=exc.detail, faces=faces,
+                    consent_version=CONSENT_VERSION)
     finally:
         await form.close()
     return page("enrolled.html", event=event, runner=enrolment.runner, updated=not enrolment.created)
@@ -84,9 +90,9 @@ def _event_by_slug(open_uow: UowFactory, slug: str) -> Event:
 
 
 def _enrol(open_uow: UowFactory, event_id: str, fields: RunnerCreate, face: FaceResult,
-           model_id: str) -> runner_service.Enrolment:
+           model_id: str, consent: Consent) -> runner_service.Enrolment:
     with open_uow() as uow:
-        return runner_service.enrol(uow, event_id, fields, face, model_id)
+        return runner_service.enrol(uow, event_id, fields, face, model_id, consent)
 
 
 def _with_previews(selfie: bytes, faces: list[dict], max_pixels: int) -> list[dict]:

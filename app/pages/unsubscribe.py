@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import SettingsDep, UoW
+from app.pages.templating import page
 from app.services import notify as notify_service
-from app.services.email import render_page
 from app.services.tokens import read_token
 
 router = APIRouter(include_in_schema=False)
@@ -20,11 +20,11 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/u/{token}", response_class=HTMLResponse)
 def confirm_unsubscribe(token: str, settings: SettingsDep) -> HTMLResponse:
-    read_token(settings.signing_key, "unsubscribe", token)  # a bad link is a 404, not a button
-    return HTMLResponse(render_page("unsubscribe_page.html", done=False))
+    read_token(settings.signing_keys, "unsubscribe", token)  # a bad link is a 404, not a button
+    return page("unsubscribe.html", done=False)
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
 def unsubscribe(token: str, uow: UoW, settings: SettingsDep) -> HTMLResponse:
-    notify_service.unsubscribe(uow, read_token(settings.signing_key, "unsubscribe", token))
-    return HTMLResponse(render_page("unsubscribe_page.html", done=True))
+    notify_service.unsubscribe(uow, read_token(settings.signing_keys, "unsubscribe", token))
+    return page("unsubscribe.html", done=True)

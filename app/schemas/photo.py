@@ -14,6 +14,9 @@ EXAMPLE_PHOTO = {"id": "0190c7a39f02d1e3c4b5a69788", "event_id": "0190c7a35b2e4f
                  "filename": "finish/IMG_0412.jpg", "sha256": "9f2c" + "0" * 60, "size_bytes": 4811021,
                  "status": "done", "width": 6000, "height": 4000,
                  "created_at": "2026-04-26T11:02:13Z", "faces": [EXAMPLE_FACE]}
+EXAMPLE_BIB = {"number": "1042", "box": [1180.0, 905.5, 1402.3, 1010.0], "score": 0.998,
+               "face_id": EXAMPLE_FACE["id"]}
+EXAMPLE_PHOTO["bibs"] = [EXAMPLE_BIB]
 
 
 class FaceOut(BaseModel):
@@ -22,6 +25,15 @@ class FaceOut(BaseModel):
     id: str
     box: Box
     score: float
+
+
+class BibOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_BIB]})
+
+    number: str = Field(description="The bib number read: 1-6 digits, without leading zeros")
+    box: Box = Field(description="x1, y1, x2, y2 of the numerals, in the original image's pixels")
+    score: float = Field(description="The recogniser's confidence, 0-1")
+    face_id: str | None = Field(description="The face (in `faces`) whose torso holds the bib; null when none does")
 
 
 class PhotoOut(BaseModel):
@@ -39,6 +51,7 @@ class PhotoOut(BaseModel):
     height: int | None
     created_at: datetime
     faces: list[FaceOut]
+    bibs: list[BibOut] = Field([], description="Bib numbers read on the photo")
 
 
 class PhotoPage(BaseModel):

@@ -44,11 +44,6 @@ _templates = Environment(
 )
 
 
-def render_page(name: str, **context: object) -> str:
-    """The small HTML pages behind the e-mail's links (e.g. unsubscribe)."""
-    return _templates.get_template(name).render(**context)
-
-
 class NotSent(Exception):
     """The server did not take the message: unreachable, or it answered with an error code."""
 
@@ -156,7 +151,7 @@ class Outbox:
         with os.fdopen(fd, "wb") as f:
             f.write(message.as_bytes(policy=SMTP_POLICY))
         os.replace(tmp, target)  # a reader never sees half a message
-        log.info("no SMTP_HOST set: e-mail to %s written to %s", message["To"], target.resolve())
+        log.info("no SMTP_HOST set: e-mail written to %s", target.resolve())  # no address: logs outlive erasure
         return str(target.resolve())
 
 

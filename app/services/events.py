@@ -45,10 +45,13 @@ def slugify(name: str) -> str:
 
 
 def create_event(
-    uow: UnitOfWork, *, organisation_id: str, name: str, starts_on: date | None, match_threshold: float
+    uow: UnitOfWork, *, organisation_id: str, name: str, starts_on: date | None, match_threshold: float,
+    retention_days: int,
+    bib_search_public: bool = False,
 ) -> Event:
     event = Event(organisation_id=organisation_id, name=name, slug=slugify(name), starts_on=starts_on,
-                  match_threshold=match_threshold)
+                  match_threshold=match_threshold, retention_days=retention_days,
+                  bib_search_public=bib_search_public)
     uow.session.add(event)
     uow.session.flush()
     return event
@@ -70,19 +73,12 @@ def list_events(uow: UnitOfWork, caller: Caller, *, limit: int, cursor: str | No
 def delete_event(uow: UnitOfWork, store: PhotoStore, event: Event) -> None:
     """The event and everything in it: the database cascades to photos, faces, runners, matches
     and deliveries; the files (all under `events/<id>/`) go once the rows are surely gone."""
-    selfie_keys = [k for k in uow.session.scalars(
-        select(Runner.selfie_key).where(Runner.event_id == event.id, Runner.selfie_key.is_not(None)))]
     prefix = f"events/{event.id}"
     uow.session.delete(event)
     uow.session.flush()
     uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
 
-    def remove_files() -> None:
-        store.delete_prefix(prefix)
-        for key in selfie_keys:
-            store.delete(key)
-
-    uow.after_commit(remove_files)
+    uow.after_commit(lambda: store.delete_prefix(prefix))  # selfies are never stored
 
 
 def get_event_by_slug(uow: UnitOfWork, slug: str) -> Event:

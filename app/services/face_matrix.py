@@ -6,6 +6,10 @@ A million faces as ORM objects or even as row tuples cost seconds and gigabytes 
 7.3 s and 1.9 GB). On PostgreSQL the rows are streamed with COPY ... (FORMAT binary) and parsed
 by numpy as fixed-size records, so no Python object is made per face and memory stays at one
 chunk; elsewhere (SQLite, the embedded default) plain rows are fetched chunk by chunk.
+
+Only matchable faces are held (`privacy.matchable_faces()`: not excluded by an erasure, template
+not purged): a sync also drops the photos whose faces were excluded since the last one, and the
+matrix of an event whose templates were purged (retention) is dropped at its next search.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import func, select
 
-from app.db import Face, Photo, PhotoStatus, utcnow
+from app.db import Event, Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
+from app.services import privacy
 
 CHUNK_FACES = 20_000  # 10 MB of 128-d float32 vectors per chunk: the transient memory of a search
 _COPY_HEADER = 19  # PGCOPY signature (11), flags (4), header extension length (4)
@@ -32,7 +37,8 @@ def event_face_chunks(uow: UnitOfWork, event_id: str, model_id: str,
         yield from _copy_chunks(uow, event_id, model_id, dim)
         return
     result = uow.session.execute(
-        select(Face.photo_id, Face.embedding).where(Face.event_id == event_id, Face.model_id == model_id)
+        select(Face.photo_id, Face.embedding)
+        .where(Face.event_id == event_id, Face.model_id == model_id, privacy.matchable_faces())
         .execution_options(yield_per=CHUNK_FACES)
     )
     for rows in result.partitions():
@@ -46,8 +52,8 @@ def _copy_chunks(uow: UnitOfWork, event_id: str, model_id: str, dim: int) -> Ite
     cursor = uow.session.connection().connection.driver_connection.cursor()
     id_len = None
     buffer = bytearray()
-    sql = ("COPY (SELECT photo_id, embedding FROM faces WHERE event_id = %s AND model_id = %s) "
-           "TO STDOUT (FORMAT binary)")
+    sql = ("COPY (SELECT photo_id, embedding FROM faces WHERE event_id = %s AND model_id = %s "
+           "AND excluded_at IS NULL AND embedding IS NOT NULL) TO STDOUT (FORMAT binary)")  # privacy.matchable_faces
     with cursor.copy(sql, (event_id, model_id)) as copy:
         for block in copy:
             buffer += block
@@ -149,6 +155,10 @@ class FaceMatrixCache:
     def candidates(self, uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,
                    threshold: float) -> list[str]:
         with self._lock:  # one search per process at a time; the matrix is not shared state
+            if uow.session.scalar(select(Event.biometrics_purged_at).where(Event.id == event_id)) is not None:
+                for key in [k for k in self._events if k[0] == event_id]:  # retention over: forget them
+                    del self._events[key]
+                return []
             faces = self._synced(uow, event_id, model_id, len(vector))
             return sorted(faces.search(vector, threshold))
 
@@ -161,8 +171,8 @@ class FaceMatrixCache:
         now = utcnow()
         faces = self._events.get(key)
         if faces is not None and now - faces.built_at < REBUILD_EVERY:
-            _sync(uow, faces, event_id, model_id, dim, now)
-            if faces.live <= _stored_faces(uow, event_id):  # more rows than stored faces: photos or faces were deleted
+            # more rows than stored faces: photos or faces were deleted
+            if _sync(uow, faces, event_id, model_id, dim, now) and faces.live <= _stored_faces(uow, event_id):
                 return faces
         if len(self._events) >= self.max_events and key not in self._events:
             self._events.pop(next(iter(self._events)))
@@ -201,12 +211,13 @@ def _stored_faces(uow: UnitOfWork, event_id: str) -> int:
                                   .where(Photo.event_id == event_id)) or 0)
 
 
-def _sync(uow: UnitOfWork, faces: EventFaces, event_id: str, model_id: str, dim: int, now: datetime) -> None:
+def _sync(uow: UnitOfWork, faces: EventFaces, event_id: str, model_id: str, dim: int, now: datetime) -> bool:
+    """Read what changed since the last sync; False when the matrix must be rebuilt instead."""
     since = faces.synced_at - SYNC_SLACK
     rows = uow.session.execute(
         select(Photo.id, Photo.processed_at, Face.embedding).join(Face, Face.photo_id == Photo.id)
         .where(Photo.event_id == event_id, Photo.status == PhotoStatus.done.value,
-               Photo.processed_at >= since, Face.model_id == model_id)
+               Photo.processed_at >= since, Face.model_id == model_id, privacy.matchable_faces())
         .order_by(Photo.id, Face.id)
     ).all()
     by_photo: dict[str, list[bytes]] = {}
@@ -220,7 +231,25 @@ def _sync(uow: UnitOfWork, faces: EventFaces, event_id: str, model_id: str, dim:
             continue  # the same version of the photo as we hold
         vectors = np.frombuffer(b"".join(blobs), np.float32).reshape(-1, dim)
         faces.append(photo_id, vectors, processed[photo_id])
+    # faces excluded since (an erasure, app/services/privacy.py): their photos' rows are replaced by
+    # the faces still matchable (ix_faces_excluded keeps this to a few rows)
+    excluded = set(uow.session.scalars(
+        select(Face.photo_id).where(Face.event_id == event_id, Face.model_id == model_id,
+                                    Face.excluded_at.is_not(None), Face.excluded_at >= since)
+    )) - set(by_photo)
+    for photo_id in sorted(excluded):
+        known = faces.photo_rows.get(photo_id)
+        if known is None:
+            if photo_id in faces.photo_index:
+                return False  # rows the build could not track (a photo over two COPY chunks)
+            continue  # not held
+        blobs = list(uow.session.scalars(
+            select(Face.embedding).where(Face.photo_id == photo_id, Face.model_id == model_id,
+                                         privacy.matchable_faces()).order_by(Face.id)))
+        vectors = np.frombuffer(b"".join(blobs), np.float32).reshape(-1, dim)
+        faces.append(photo_id, vectors, known[2])
     faces.synced_at = now
+    return True
 
 
 face_matrices = FaceMatrixCache()

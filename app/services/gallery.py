@@ -11,11 +11,12 @@ from __future__ import annotations
 import posixpath
 import zipfile
 from collections.abc import Iterator
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db import Match, MatchRejection, Photo, Runner
+from app.db import Event, Match, MatchRejection, Photo, Runner
 from app.db.session import UnitOfWork
 from app.errors import NotFound
 from app.services import matching, tokens
@@ -25,18 +26,24 @@ READ_CHUNK = 1 << 20
 
 
 def gallery_url(settings: Settings, runner_id: str) -> str:
-    return f"{settings.public_base_url}/g/{tokens.make_token(settings.signing_key, 'gallery', runner_id)}"
+    return f"{settings.public_base_url}/g/{tokens.make_token(settings.signing_keys, 'gallery', runner_id)}"
 
 
 def delete_url(settings: Settings, runner_id: str) -> str:
-    return f"{settings.public_base_url}/d/{tokens.make_token(settings.signing_key, 'delete', runner_id)}"
+    return f"{settings.public_base_url}/d/{tokens.make_token(settings.signing_keys, 'delete', runner_id)}"
 
 
 def runner_for(uow: UnitOfWork, settings: Settings, purpose: tokens.Purpose, token: str) -> Runner:
-    """The runner a link belongs to; the same NotFound for a forged link and an erased runner."""
-    runner = uow.session.get(Runner, tokens.read_token(settings.signing_key, purpose, token))
+    """The runner a link belongs to; the same NotFound for a forged, expired or erased one.
+
+    A gallery link lives as long as its event's retention period, counted from when it was sent.
+    """
+    runner = uow.session.get(Runner, tokens.read_token(settings.signing_keys, purpose, token))
     if runner is None:
         raise NotFound("This link is not valid.", code="invalid_link")
+    if purpose == "gallery":
+        event = uow.session.get(Event, runner.event_id)
+        tokens.read_token(settings.signing_keys, purpose, token, max_age=timedelta(days=event.retention_days))
     return runner
 
 
@@ -44,7 +51,7 @@ def matched_photos(uow: UnitOfWork, runner: Runner) -> list[Photo]:
     """The runner's photos, best match first."""
     return list(uow.session.scalars(
         select(Photo).join(Match, Match.photo_id == Photo.id)
-        .where(Match.runner_id == runner.id).order_by(Match.similarity.desc(), Photo.id)
+        .where(Match.runner_id == runner.id).order_by(Match.similarity.desc().nulls_last(), Photo.id)
     ))
 
 

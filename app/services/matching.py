@@ -10,8 +10,9 @@ rematched when processed (`on_photo_done`), a new runner rematches the photos it
 (`match_runner`), a new threshold rematches the event in the background (`rematch_event_chunk`).
 
 Locks on the event row, and why photos of one event still match in parallel:
-- Changes to the runner set (enrol, delete: `runners_changed`), a new runner's matching, "not me"
-  and each rematch chunk take the row's exclusive lock (`lock_event`).
+- Changes to the runner set (enrol, delete, a start list: `runners_changed`), a new runner's
+  matching, "not me", each rematch chunk and a photo that moves a bib link (below) take the row's
+  exclusive lock (`lock_event`).
 - A processed photo takes only a shared lock (`share_event`: FOR SHARE on PostgreSQL), which other
   photos' shared locks do not block. It computes its similarities before that, from a runner
   matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), then
@@ -19,6 +20,15 @@ Locks on the event row, and why photos of one event still match in parallel:
 So a runner enrolled while a photo is processed is seen by one side or the other (the photo's
 check runs after the enrolment committed, or the enrolment waited for the photo's commit and its
 MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, photo_id) hold.
+
+Bib numbers: photos with a bib read go through `bib_matching.resolve` instead of `assign` (the
+face+bib rule is written down there); runners without a selfie are matched by the face their bib
+was read on (`bib_matching.linked_faces`), a row of the runner matrix: a photo that moves such a
+link bumps `runners_version` under the exclusive lock.
+
+Privacy: only `privacy.matchable_faces()` are ever compared (not excluded by an erasure, template
+not purged), and once an event's templates are purged a recompute keeps the stored matches
+(`privacy.keep_stored_matches`).
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ from datetime import date, timedelta
 import numpy as np
 from sqlalchemy import delete, func, select, update
 
-from app.db import Event, Face, Match, MatchRejection, Photo, PhotoStatus, Runner, utcnow
+from app.db import Event, Face, Match, MatchRejection, MatchSource, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
+from app.services import bib_matching
 from app.services import events as event_service
-from app.services import webhooks
+from app.jobs import MATCH_RUNNER, REMATCH_EVENT
+from app.services import privacy, webhooks
 from app.services.face_matrix import face_matrices
-from worker.dispatch import MATCH_RUNNER, REMATCH_EVENT
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
@@ -170,25 +181,27 @@ def runners_changed(uow: UnitOfWork, event_id: str) -> Event:
 class EventState:
     runners_version: int
     match_threshold: float
+    purged: bool  # the event's templates were deleted (retention, app/services/privacy.py)
 
 
 def share_event(uow: UnitOfWork, event_id: str) -> EventState:
     """The shared lock of a photo writer: FOR SHARE on PostgreSQL (many photos at once, none while
     an exclusive holder runs); SQLite has one writer anyway, so there it is the write lock."""
     session = uow.session
-    query = select(Event.runners_version, Event.match_threshold).where(Event.id == event_id)
+    query = select(Event.runners_version, Event.match_threshold, Event.biometrics_purged_at).where(Event.id == event_id)
     if session.get_bind().dialect.name == "sqlite":
         lock_event(uow, event_id)
     else:
         query = query.with_for_update(read=True)
     row = session.execute(query).one()
-    return EventState(row.runners_version, row.match_threshold)
+    return EventState(row.runners_version, row.match_threshold, row.biometrics_purged_at is not None)
 
 
 def read_event_state(uow: UnitOfWork, event_id: str) -> EventState:
     row = uow.session.execute(
-        select(Event.runners_version, Event.match_threshold).where(Event.id == event_id)).one()
-    return EventState(row.runners_version, row.match_threshold)
+        select(Event.runners_version, Event.match_threshold, Event.biometrics_purged_at)
+        .where(Event.id == event_id)).one()
+    return EventState(row.runners_version, row.match_threshold, row.biometrics_purged_at is not None)
 
 
 def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
@@ -198,7 +211,8 @@ def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
         .where(Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None))
         .order_by(Runner.id)
     ).all()
-    return _runner_set(rows)
+    linked = [(runner_id, emb) for runner_id, _, emb in bib_matching.linked_faces(uow, event_id, model_id)]
+    return _runner_set(list(rows) + linked)
 
 
 def _runner_set(rows) -> RunnerSet:
@@ -223,7 +237,7 @@ def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
     """Faces of the photos against the runners; from `runner_sets`, else the process cache."""
     faces = uow.session.execute(
         select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
-        .where(Face.photo_id.in_(photo_ids)).order_by(Face.photo_id, Face.id)
+        .where(Face.photo_id.in_(photo_ids), privacy.matchable_faces()).order_by(Face.photo_id, Face.id)
     ).all()
     out = []
     for model_id in sorted({f.model_id for f in faces}):
@@ -246,16 +260,27 @@ def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
 
 def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], threshold: float,
                       computed: list[_PhotoFaces]) -> None:
-    """The assignment from precomputed similarities, then only the difference is written."""
+    """The assignment from precomputed similarities (`assign`, or the face+bib rule
+    `bib_matching.resolve` when the photos have bib reads), then only the difference is written."""
     rejected = set(uow.session.execute(
         select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
     ).all())
-    wanted: dict[tuple[str, str], tuple[str, float]] = {}  # (face, runner) -> (photo, similarity)
+    evidence = bib_matching.load_evidence(uow, event_id, photo_ids)
+    candidates: list[bib_matching.Candidate] = []
+    wanted: bib_matching.WantedMatches = {}
     for part in computed:
-        result = assign(part.similarity, part.photos, threshold,
-                        _blocked(rejected, part.photos, part.runners.ids))
-        for f, r, s in zip(result.face, result.runner, result.similarity):
-            wanted[(part.face_ids[f], part.runners.ids[r])] = (part.photos[f], float(s))
+        if evidence.reads:  # the face+bib rule decides, from every candidate pair
+            candidates += bib_matching.candidates_from(part.similarity, part.face_ids, part.photos,
+                                                       part.runners.ids, threshold)
+            continue
+        result = assign(part.similarity, part.photos, threshold, _blocked(rejected, part.photos, part.runners.ids))
+        for f, r, sim in zip(result.face, result.runner, result.similarity):
+            wanted[(part.photos[f], part.face_ids[f], part.runners.ids[r])] = bib_matching.Wanted(
+                float(sim), MatchSource.FACE)
+    if evidence.reads:
+        wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
+                                      bib_of_runner=evidence.bib_of_runner, threshold=threshold,
+                                      rejected={(p, r) for p, r in rejected})
     _write_difference(uow, event_id, photo_ids, wanted)
 
 
@@ -267,6 +292,9 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
     across calls (a chunked rematch); it is filled as needed.
     """
     if not photo_ids:
+        return
+    if event.biometrics_purged_at is not None:  # retention over: no templates left to compare
+        privacy.keep_stored_matches(uow, photo_ids)
         return
     computed = _similarities(uow, event.id, photo_ids, {} if runner_sets is None else runner_sets, None)
     _assign_and_write(uow, event.id, photo_ids, event.match_threshold, computed)
@@ -289,17 +317,23 @@ def _blocked(rejected: set[tuple[str, str]], photos: np.ndarray,
 
 
 def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
-                      wanted: dict[tuple[str, str], tuple[str, float]]) -> None:
+                      wanted: bib_matching.WantedMatches) -> None:
     session = uow.session
     current = session.execute(
-        select(Match.id, Match.face_id, Match.runner_id).where(Match.photo_id.in_(photo_ids))
+        select(Match.id, Match.photo_id, Match.face_id, Match.runner_id, Match.source)
+        .where(Match.photo_id.in_(photo_ids))
     ).all()
-    stale = [m.id for m in current if (m.face_id, m.runner_id) not in wanted]
-    kept = {(m.face_id, m.runner_id) for m in current}
+    def same(m) -> bool:  # type: ignore[no-untyped-def]
+        w = wanted.get((m.photo_id, m.face_id, m.runner_id))
+        return w is not None and w.source == m.source
+
+    stale = [m.id for m in current if not same(m)]
+    kept = {(m.photo_id, m.face_id, m.runner_id) for m in current if same(m)}
     if stale:  # deletes go first, so a face or slot that changes hands never breaks a unique key
         session.execute(delete(Match).where(Match.id.in_(stale)).execution_options(synchronize_session=False))
-    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id, similarity=sim)
-             for (face_id, runner_id), (photo_id, sim) in wanted.items() if (face_id, runner_id) not in kept]
+    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id,
+                   similarity=w.similarity, source=w.source)
+             for (photo_id, face_id, runner_id), w in wanted.items() if (photo_id, face_id, runner_id) not in kept]
     session.add_all(added)
     session.flush()
     gone = set(stale)
@@ -310,22 +344,41 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
     """A freshly processed photo: match its faces against every runner of its event.
 
     The similarities are computed first with the cached runner matrix; the shared lock is taken
-    only to confirm the runner version and threshold and to write (module docstring).
+    only to confirm the runner version and threshold and to write (module docstring). A photo
+    with a selfie-less runner's bib on one of its faces takes the exclusive lock instead: that
+    runner's link (their row of the runner matrix) may move to this photo, and then their other
+    photos (by the old and the new face) are recomputed.
     """
-    before = read_event_state(uow, photo.event_id)
-    computed = _similarities(uow, photo.event_id, [photo.id], None, before.runners_version)
-    state = share_event(uow, photo.event_id)
-    if state.runners_version != before.runners_version:  # enrolment or deletion meanwhile
-        computed = _similarities(uow, photo.event_id, [photo.id], None, state.runners_version)
-    _assign_and_write(uow, photo.event_id, [photo.id], state.match_threshold, computed)
+    event_id = photo.event_id
+    if bib_matching.bib_runners_of_photo(uow, event_id, photo.id):
+        event = lock_event(uow, event_id)
+        moved = [runner_id for runner_id in bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
+                 if bib_matching.linked_photo(uow, event_id, runner_id) == photo.id]
+        if moved:
+            event = runners_changed(uow, event_id)
+        rematch_photos(uow, event, [photo.id])
+        for runner_id in moved:
+            _rematch_runner_photos(uow, event, runner_id)
+        return
+    before = read_event_state(uow, event_id)
+    computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version)
+    state = share_event(uow, event_id)
+    if state.purged:  # retention over: the photo keeps no template
+        privacy.keep_stored_matches(uow, [photo.id])
+        return
+    if state.runners_version != before.runners_version or before.purged:  # enrolment or deletion meanwhile
+        computed = _similarities(uow, event_id, [photo.id], None, state.runners_version)
+    _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
 
 
 def candidate_photos(uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,
                      threshold: float) -> list[str]:
-    """Photos of the event with a face at least `threshold` similar to `vector` (a superset).
+    """Photos of the event with a matchable face at least `threshold` similar to `vector` (a
+    superset).
 
     From this process's in-memory face matrix of the event (app/services/face_matrix.py), read
-    from the database once and then only for photos processed since; no Python object per face.
+    from the database once and then only for photos processed (or faces excluded) since; no
+    Python object per face.
     """
     return face_matrices.candidates(uow, event_id, model_id, vector, threshold)
 
@@ -339,26 +392,62 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     first). Harmless to run twice (a redelivered task): the second run writes no difference.
     """
     runner = uow.session.get(Runner, runner_id)
-    if runner is None or runner.embedding is None:
+    if runner is None or (runner.embedding is None and not runner.bib):
         return 0  # deleted meanwhile
-    vector = np.frombuffer(runner.embedding, dtype=np.float32)
-    threshold = read_event_state(uow, runner.event_id).match_threshold
-    candidates = candidate_photos(uow, runner.event_id, runner.model_id or "", vector,
-                                  threshold - CANDIDATE_MARGIN)
+    state = read_event_state(uow, runner.event_id)
+    presearch: tuple[float, list[str]] | None = None
+    if runner.embedding is not None and not state.purged:
+        # the search over the event's faces, before the lock
+        vector = np.frombuffer(runner.embedding, dtype=np.float32)
+        presearch = (state.match_threshold, candidate_photos(uow, runner.event_id, runner.model_id or "", vector,
+                                                             state.match_threshold - CANDIDATE_MARGIN))
     event = lock_event(uow, runner.event_id)
-    if event.match_threshold < threshold:  # lowered meanwhile: search again, now under the lock
-        candidates = candidate_photos(uow, event.id, runner.model_id or "", vector,
-                                      event.match_threshold - CANDIDATE_MARGIN)
-    # a re-enrolled runner (new template) may lose photos the old one matched: recompute those too
-    candidates = sorted(set(candidates).union(
-        uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id))))
-    # the runner matrix of this version (under the lock: it includes this runner) from the cache
-    runner_sets = {runner.model_id or "": runner_cache.get(uow, event.id, runner.model_id or "", event.runners_version)}
-    for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
-        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
+    _rematch_runner_photos(uow, event, runner_id, presearch)
     runner.matched_at = utcnow()
     webhooks.runners_matched(uow, [runner_id])  # their matching finished, changed or not
     return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
+
+
+def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
+                           presearch: tuple[float, list[str]] | None = None) -> None:
+    """Rematch every photo the runner may be in: a face similar to theirs (selfie, or the face
+    their bib was read on), their bib read, or a match they hold now (a re-enrolled runner, new
+    template, may lose photos the old one matched). Call with the event locked.
+
+    Similar faces come from the face matrix (`candidate_photos`); `presearch` is a search for
+    the selfie made before the lock at (threshold, photos), used unless the threshold was
+    lowered meanwhile.
+    """
+    runner = uow.session.get(Runner, runner_id)
+    probes: list[tuple[str, bytes]] = []
+    if event.biometrics_purged_at is not None:
+        pass  # no templates left: the stored matches stand (rematch_photos)
+    elif runner.embedding is not None:
+        probes.append((runner.model_id or "", runner.embedding))
+    else:
+        probes += [(m, emb) for m in _face_models(uow, event.id)
+                   for _, _, emb in bib_matching.linked_faces(uow, event.id, m, [runner_id])]
+    found: set[str] = set(bib_matching.photos_with_bib(uow, event.id, runner.bib))
+    found |= set(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
+    for model_id, embedding in probes:
+        if (presearch is not None and runner.embedding is not None and model_id == (runner.model_id or "")
+                and event.match_threshold >= presearch[0]):
+            found |= set(presearch[1])
+            continue
+        vector = np.frombuffer(embedding, dtype=np.float32)
+        found |= set(candidate_photos(uow, event.id, model_id, vector, event.match_threshold - CANDIDATE_MARGIN))
+    candidates = sorted(found)
+    runner_sets: dict[str, RunnerSet] = {}
+    if runner.embedding is not None and event.biometrics_purged_at is None:
+        # the runner matrix of this version (under the lock: it includes this runner) from the cache
+        model_id = runner.model_id or ""
+        runner_sets[model_id] = runner_cache.get(uow, event.id, model_id, event.runners_version)
+    for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
+        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
+
+
+def _face_models(uow: UnitOfWork, event_id: str) -> list[str]:
+    return list(uow.session.scalars(select(Face.model_id).where(Face.event_id == event_id).distinct()))
 
 
 def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> list[str]:
@@ -367,7 +456,8 @@ def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: i
     the last enrolment (a re-enrolment sets it again), `created_at` only the first."""
     cutoff = utcnow() - stale_after
     runner_ids = list(uow.session.scalars(
-        select(Runner.id).where(Runner.matched_at.is_(None), Runner.embedding.is_not(None),
+        select(Runner.id).where(Runner.matched_at.is_(None),
+                                Runner.embedding.is_not(None) | Runner.bib.is_not(None),
                                 Runner.consent_at < cutoff).order_by(Runner.consent_at).limit(limit)
     ))
     for runner_id in runner_ids:
@@ -431,7 +521,8 @@ _UNSET = object()
 
 
 def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
-                 starts_on: date | None | object = _UNSET, match_threshold: float | None = None) -> Event:
+                 starts_on: date | None | object = _UNSET, match_threshold: float | None = None,
+                 retention_days: int | None = None) -> Event:
     """Edit an event; a new threshold queues a background rematch (progress in the stats).
 
     It lives here, not in the events service, because the threshold is the part with rules.
@@ -441,6 +532,8 @@ def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
         event.name = name
     if starts_on is not _UNSET:
         event.starts_on = starts_on  # type: ignore[assignment]
+    if retention_days is not None:
+        event.retention_days = retention_days
     if match_threshold is not None and match_threshold != event.match_threshold:
         event.match_threshold = match_threshold
         start_rematch(uow, event)

@@ -60,7 +60,7 @@ from app.services.email import (
 )
 from app.services.tokens import make_token
 from app.storage import PhotoStore
-from worker.dispatch import SEND_RUNNER_EMAIL
+from app.jobs import SEND_RUNNER_EMAIL
 
 log = logging.getLogger(__name__)
 S = DeliveryStatus
@@ -79,7 +79,7 @@ class RunnerLinks:
 
 def runner_links(settings: Settings, runner_id: str) -> RunnerLinks:
     """The links of a runner's e-mail; gallery and delete pages are app/pages/gallery.py's."""
-    token = make_token(settings.signing_key, "unsubscribe", runner_id)
+    token = make_token(settings.signing_keys, "unsubscribe", runner_id)
     return RunnerLinks(
         gallery=gallery_service.gallery_url(settings, runner_id),
         delete=gallery_service.delete_url(settings, runner_id),
@@ -97,8 +97,9 @@ def _unannounced(uow: UnitOfWork, runners: ColumnElement[bool], *, blocking: tup
     matched = session.execute(
         select(Match.runner_id, Match.photo_id)
         .join(Runner, Runner.id == Match.runner_id).join(Photo, Photo.id == Match.photo_id)
-        .where(runners, Runner.unsubscribed_at.is_(None), Photo.status == PhotoStatus.done.value)
-        .order_by(Match.runner_id, Match.similarity.desc(), Match.photo_id)
+        .where(runners, Runner.unsubscribed_at.is_(None), Runner.email.is_not(None),  # start list: no e-mail
+               Photo.status == PhotoStatus.done.value)
+        .order_by(Match.runner_id, Match.similarity.desc().nulls_last(), Match.photo_id)
     ).all()
     if not matched:
         return {}
@@ -355,7 +356,7 @@ def send_delivery(settings: Settings, make_session: sessionmaker[Session], store
             return S.failed.value
         raise
     _with_db_retries(make_session, lambda uow: _record_sent(uow, delivery_id))
-    log.info("delivery %s sent to %s via %s", delivery_id, preflight.runner_email, where)
+    log.info("delivery %s sent via %s", delivery_id, where)  # ids only: logs outlive an erasure
     return S.sent.value
 
 

@@ -7,11 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import delete, or_, select, update
 
-from app.db import Face, Photo, PhotoStatus, utcnow
+from app.db import BibRead, Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
 from app.errors import Conflict, NotFound
 from app.storage import PhotoStore
-from worker.dispatch import PROCESS_PHOTO
+from app.jobs import PROCESS_PHOTO
+from models.bibs import canonical_bib
 
 
 def get_photo(uow: UnitOfWork, photo_id: str) -> Photo:
@@ -30,12 +31,36 @@ def faces_of(uow: UnitOfWork, photo_ids: list[str]) -> dict[str, list[Face]]:
     return faces
 
 
+def bib_reads_of(uow: UnitOfWork, photo_ids: list[str]) -> dict[str, list[BibRead]]:
+    reads: dict[str, list[BibRead]] = {pid: [] for pid in photo_ids}
+    if photo_ids:
+        rows = uow.session.scalars(select(BibRead).where(BibRead.photo_id.in_(photo_ids)).order_by(BibRead.x1))
+        for read in rows:
+            reads[read.photo_id].append(read)
+    return reads
+
+
+def photo_with_bib(uow: UnitOfWork, event_id: str, number: str, photo_id: str) -> Photo:
+    """The event's processed photo on which `number` was read (404 otherwise: never say which)."""
+    photo = uow.session.scalar(
+        select(Photo).where(Photo.id == photo_id, Photo.event_id == event_id, Photo.status == PhotoStatus.done.value,
+                            Photo.id.in_(select(BibRead.photo_id).where(BibRead.number == canonical_bib(number)))))
+    if photo is None:
+        raise NotFound("No such image.", code="image_not_found")
+    return photo
+
+
 def list_photos(
-    uow: UnitOfWork, event_id: str, *, status: str | None, limit: int, cursor: str | None
+    uow: UnitOfWork, event_id: str, *, status: str | None, limit: int, cursor: str | None,
+    bib: str | None = None,
 ) -> tuple[list[Photo], str | None]:
+    """A page of the event's photos; `bib`: only those on which that number was read."""
     query = select(Photo).where(Photo.event_id == event_id).order_by(Photo.id).limit(limit + 1)
     if status:
         query = query.where(Photo.status == status)
+    if bib is not None:
+        query = query.where(Photo.id.in_(
+            select(BibRead.photo_id).where(BibRead.event_id == event_id, BibRead.number == canonical_bib(bib))))
     if cursor:
         query = query.where(Photo.id > cursor)
     photos = list(uow.session.scalars(query))
@@ -94,6 +119,12 @@ def replace_faces(uow: UnitOfWork, photo: Photo, faces: list[Face]) -> None:
     uow.session.execute(delete(Face).where(Face.photo_id == photo.id))
     uow.session.add_all(faces)
     photo.face_count = len(faces)  # event stats sum these instead of counting faces
+
+
+def replace_bib_reads(uow: UnitOfWork, photo: Photo, reads: list[BibRead]) -> None:
+    """Like faces: reprocessing replaces the photo's bib reads."""
+    uow.session.execute(delete(BibRead).where(BibRead.photo_id == photo.id))
+    uow.session.add_all(reads)
 
 
 def _finish(uow: UnitOfWork, photo_id: str, task_id: str, **values: object) -> Photo | None:

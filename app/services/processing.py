@@ -23,18 +23,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import Face, Photo, PhotoStatus
-from app.db.session import TaskSender, UnitOfWork, unit_of_work
+from app.db import BibRead, Face, Photo, PhotoStatus
+from app.db.session import UnitOfWork, unit_of_work
+from app.jobs import TaskSender
 from app.services import matching
 from app.services import photos as photo_service
 from app.services import webhooks
 from app.storage import PhotoStore
-from models.image import ImageDecodeError, render_jpeg
+from models import bibs
+from models.bib_reader import TextReader
+from models.image import ImageDecodeError, decode_image, render_jpeg
 from models.pipeline import FaceResult, PhotoAnalysis, analyse_files
 from models.types import FaceBackend
 
@@ -50,6 +54,7 @@ class ProcessingContext:
     store: PhotoStore
     backend: FaceBackend
     sender: TaskSender
+    bib_reader: TextReader | None = None  # None: bibs are not read (FINISHLINE_READ_BIBS=false)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,45 @@ def face_rows(photo_id: str, event_id: str, model_id: str, results: list[FaceRes
              embedding=np.asarray(r.embedding, dtype=np.float32).tobytes())
         for r in results
     ]
+
+
+def bib_rows(photo_id: str, event_id: str, model_id: str, reads: list[bibs.BibRead],
+             faces: list[Face]) -> list[BibRead]:
+    """Rows for the reads; `faces` are the photo's face rows in the order the reader saw them."""
+    return [
+        BibRead(photo_id=photo_id, event_id=event_id, model_id=model_id, number=r.number,
+                face_id=None if r.face is None else faces[r.face].id,
+                x1=r.box[0], y1=r.box[1], x2=r.box[2], y2=r.box[3], score=r.score, text_px=r.text_px)
+        for r in reads
+    ]
+
+
+def _read_bibs(ctx: ProcessingContext, photo_id: str, image: Image.Image,
+               faces: list[FaceResult]) -> list[bibs.BibRead]:
+    """The photo's bibs, after its faces: a torso region under each (a read's `face` indexes them)."""
+    if ctx.bib_reader is None:
+        return []
+    try:
+        return bibs.read_bibs(image, [f.box for f in faces], ctx.bib_reader,
+                              whole_long_side=ctx.settings.bib_whole_long_side)
+    except Exception:  # a reader fault must not lose the photo's faces; it is logged loudly
+        log.exception("reading bibs failed on photo %s; it keeps its faces, no bibs", photo_id)
+        return []
+
+
+def _read_bibs_file(ctx: ProcessingContext, photo_id: str, path: Path,
+                    faces: list[FaceResult]) -> list[bibs.BibRead]:
+    """`_read_bibs` on the photo decoded at full resolution (faces found on the JPEG draft keep
+    full-resolution boxes); the image lives only for this call."""
+    try:
+        image = decode_image(path, max_pixels=ctx.settings.max_image_pixels)
+    except Exception:  # it decoded once for the faces: a fault here must not lose them
+        log.exception("decoding photo %s for its bibs failed; it keeps its faces, no bibs", photo_id)
+        return []
+    try:
+        return _read_bibs(ctx, photo_id, image, faces)
+    finally:
+        image.close()
 
 
 def describe(exc: BaseException) -> str:
@@ -133,6 +177,11 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
             except Exception as exc:  # e.g. the object store answering an error
                 outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
         analysed = analyse_batch(files, ctx) if files else {}
+        reads: dict[str, list[bibs.BibRead]] = {}
+        if ctx.bib_reader is not None:  # bibs want full resolution: one photo decoded at a time
+            for photo_id, analysis in analysed.items():
+                if isinstance(analysis, PhotoAnalysis):
+                    reads[photo_id] = _read_bibs_file(ctx, photo_id, files[photo_id], analysis.faces)
     for photo_id, analysis in analysed.items():
         if isinstance(analysis, ImageDecodeError):
             outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{analysis.code}: {analysis.detail}")
@@ -141,7 +190,8 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
             outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, analysis)
             continue
         try:
-            outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id].event_id, analysis, task_id)
+            outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id].event_id, analysis,
+                                                reads.get(photo_id, []), task_id)
         except OperationalError:
             raise  # the database is down: Celery retries the task, which takes its claims back
         except Exception as exc:
@@ -150,8 +200,8 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
 
 
 def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysis: PhotoAnalysis,
-                   task_id: str) -> str:
-    """Previews from the detection draft, then faces, status and matches in one transaction."""
+                   reads: list[bibs.BibRead], task_id: str) -> str:
+    """Previews from the detection draft, then faces, bib reads, status and matches in one transaction."""
     preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
     thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
     ctx.store.put_bytes(preview_key, render_jpeg(analysis.preview, PREVIEW_LONG_SIDE))
@@ -167,7 +217,12 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
                 ctx.store.delete(thumb_key)
                 return "deleted"
             return "lost_claim"  # our claim went stale and another task took over
-        photo_service.replace_faces(uow, photo, face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces))
+        face_list = face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces)
+        photo_service.replace_faces(uow, photo, face_list)
+        if ctx.bib_reader is not None:
+            uow.session.flush()  # face ids for the reads that belong to a face
+            photo_service.replace_bib_reads(
+                uow, photo, bib_rows(photo_id, event_id, ctx.bib_reader.model_id, reads, face_list))
         matching.on_photo_done(uow, photo)  # its faces against the event's runners (shared event lock)
     _done_photo_finished(ctx, event_id)
     return "done"

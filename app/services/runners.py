@@ -8,9 +8,10 @@ enrolled under another face model must therefore enrol again (their vectors are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Literal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 
 from app.config import Settings
 from app.db import Match, Runner, utcnow
@@ -19,12 +20,12 @@ from app.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.services.pagination import keyset_page
 from app.schemas.runner import RunnerCreate
 from app.services import events as event_service
-from app.services import matching
+from app.services import matching, privacy, start_list
 from app.storage import PhotoStore
 from models.image import ImageDecodeError, decode_image
 from models.pipeline import FaceResult, analyse_images
 from models.types import FaceBackend
-from worker.dispatch import MATCH_RUNNER
+from app.jobs import MATCH_RUNNER
 
 # SFace embeds a 112 px aligned crop; a face much smaller than that has lost the detail that
 # tells similar people apart, and a runner can always take a closer selfie.
@@ -121,8 +122,8 @@ def find_by_email(uow: UnitOfWork, event_id: str, email: str) -> Runner | None:
         .order_by(Runner.id).limit(1))
 
 
-def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, face: FaceResult, model_id: str, *,
-          enrolled_by_key_id: str | None = None) -> Enrolment:
+def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, face: FaceResult, model_id: str,
+          consent: privacy.Consent) -> Enrolment:
     """A runner from their analysed selfie; matching against the event's photos is queued.
 
     The selfie is analysed before this unit of work opens (`analyse_selfie`): a request holds no
@@ -134,18 +135,20 @@ def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, face: FaceResult, 
     is e-mailed twice. Serialised by the event lock, so two racing submissions make one runner.
     """
     require_consent(form)
-    event_service.get_event(uow, event_id)
+    privacy.check_enrolment_open(event_service.get_event(uow, event_id))
     matching.runners_changed(uow, event_id)  # locks the event; workers reload its runners (matching.py)
-    runner = find_by_email(uow, event_id, str(form.email))
+    # the same e-mail re-enrols; a start-list runner without an e-mail is completed by their bib
+    runner = find_by_email(uow, event_id, str(form.email)) or start_list.claim_for_selfie(uow, event_id, bib=form.bib)
     created = runner is None
     if runner is None:
         runner = Runner(event_id=event_id)
         uow.session.add(runner)
-    runner.name, runner.email, runner.bib = form.name, str(form.email), form.bib
-    runner.consent_at = utcnow()
+    runner.name, runner.email, runner.bib = form.name, str(form.email), form.bib or runner.bib
+    # what they agreed to, and where: the key that enrolled them is the one that asserted consent
+    runner.consent_at, runner.consent_version, runner.consent_source = utcnow(), consent.version, consent.source
     runner.embedding, runner.model_id = face.embedding.astype("float32").tobytes(), model_id
     runner.matched_at = None  # pending until MATCH_RUNNER has seen every face of the event
-    runner.enrolled_by_key_id = enrolled_by_key_id
+    runner.enrolled_by_key_id = consent.key_id
     uow.session.flush()
     uow.send_task(MATCH_RUNNER, runner.id)
     return Enrolment(runner, created)
@@ -182,24 +185,26 @@ def list_matches(uow: UnitOfWork, runner_id: str, *, limit: int = 1000,
                  cursor: str | None = None) -> tuple[list[Match], str | None]:
     """The runner's matches, best first, a page at a time."""
     get_runner(uow, runner_id)
+    # bib-only matches have no similarity: they sort after every face match
     return keyset_page(uow, select(Match).where(Match.runner_id == runner_id),
-                       [(Match.similarity, True), (Match.id, False)], limit=limit, cursor=cursor,
-                       sort_key=lambda m: [m.similarity, m.id])
+                       [(func.coalesce(Match.similarity, -1.0), True), (Match.id, False)], limit=limit,
+                       cursor=cursor, sort_key=lambda m: [-1.0 if m.similarity is None else m.similarity, m.id])
 
 
-def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str) -> None:
-    """Erase the runner: selfie file (if any), embedding, matches, rejections, deliveries.
+def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str, *, outbox_dir: Path | None = None) -> None:
+    """Erase the runner: embedding, matches, rejections, deliveries, and the templates of their
+    faces in the photos (which are marked excluded, so nobody else inherits them).
 
-    The database cascades from the runner row. Their photos are rematched afterwards, because a
-    face that was theirs may now belong to the next most similar runner.
+    The database cascades from the runner row; their photos are rematched afterwards for the
+    other faces in them. A concurrent second erasure waits on the event lock, then gets NotFound.
     """
     runner = get_runner(uow, runner_id)
-    event = matching.runners_changed(uow, runner.event_id)
+    event = matching.runners_changed(uow, runner.event_id)  # locks the event; workers reload its runners
+    if uow.session.scalar(select(Runner.id).where(Runner.id == runner_id)) is None:
+        raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")  # erased meanwhile
     photo_ids = list(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
-    if runner.selfie_key:
-        key = runner.selfie_key
-        uow.after_commit(lambda: store.delete(key))  # only once the row is surely gone
-    uow.session.delete(runner)
-    uow.session.flush()
+    privacy.exclude_faces_of(uow, runner, event.match_threshold)
+    privacy.forget_outbox(uow, runner_id, outbox_dir)
+    uow.session.execute(delete(Runner).where(Runner.id == runner_id).execution_options(synchronize_session=False))
     uow.session.expire_all()  # cascaded rows are gone in the database, not yet in the session
     matching.rematch_photos(uow, event, photo_ids)

@@ -28,7 +28,7 @@ from app.db import Photo, PhotoStatus, new_id, utcnow
 from app.db.session import UnitOfWork
 from app.services import photos as photo_service
 from app.storage import PhotoStore
-from worker.dispatch import PROCESS_PHOTO
+from app.jobs import PROCESS_PHOTO
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024

@@ -39,7 +39,7 @@ from app.db import (Event, Match, Photo, PhotoStatus, Runner, WebhookDelivery, W
 from app.db.session import UnitOfWork, unit_of_work
 from app.errors import Unprocessable
 from app.services import access
-from worker.dispatch import DELIVER_WEBHOOK
+from app.jobs import DELIVER_WEBHOOK
 
 log = logging.getLogger(__name__)
 EVENT_TYPES = ("runner.matched", "event.processed")

@@ -1,7 +1,7 @@
 """schemathesis hooks for tests/app/test_openapi.py (loaded through SCHEMATHESIS_HOOKS).
 
 Schema-valid input that a schema cannot describe: a real photo where an image goes (random bytes
-are rightly refused as `not_an_image`), e-mail domains that can receive mail, and the id of a
+are rightly refused as `not_an_image`), a CSV with a `bib` column where a start list goes, e-mail domains that can receive mail, and the id of a
 real event half of the time, so the checks also reach past the 404.
 """
 
@@ -32,6 +32,8 @@ def with_real_images(case):
             case.body["selfie"] = photo()
         if "files" in case.body:
             case.body["files"] = [photo()]
+        if "file" in case.body:  # a start list: any bytes are not a CSV with a `bib` column
+            case.body["file"] = b"bib,name,email\n1042,Ada Runner,ada@example.org\n"
         case.body.pop("face", None)  # an index into the faces of an earlier `multiple_faces` answer
         if case.body.get("event_ids"):  # ids of events that exist (others are rightly 422 unknown_event)
             case.body["event_ids"] = [os.environ["FINISHLINE_TEST_EVENT_ID"]]

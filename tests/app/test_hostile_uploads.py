@@ -22,7 +22,7 @@ from app.services.processing import ProcessingContext, process_photos
 from tests import hostile
 from tests.conftest import RecordingSender, api_client, make_settings, migrated_settings
 from tests.images import identity_photo
-from worker.dispatch import PROCESS_PHOTO
+from app.jobs import PROCESS_PHOTO
 
 MB = 2**20
 LIMITS = dict(max_file_bytes=2 * MB, max_request_bytes=8 * MB, max_image_pixels=50_000_000,

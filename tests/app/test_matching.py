@@ -21,7 +21,7 @@ from app.main import create_app
 from app.services import matching
 from app.services.processing import ProcessingContext, process_photos
 from tests.conftest import new_api_key
-from worker.dispatch import MATCH_RUNNER, REMATCH_EVENT
+from app.jobs import MATCH_RUNNER, REMATCH_EVENT
 from worker.tasks import run_rematch
 
 # --- the assignment rules (pure numpy) ----------------------------------------------------------

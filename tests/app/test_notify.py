@@ -43,7 +43,7 @@ from tests.conftest import (
     stop_process,
 )
 from worker.celery_app import create_celery
-from worker.dispatch import SEND_RUNNER_EMAIL
+from app.jobs import SEND_RUNNER_EMAIL
 
 BASE_URL = "https://photos.example.org"
 

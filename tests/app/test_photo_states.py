@@ -10,7 +10,7 @@ from app.db import Event, Photo, utcnow
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.services import photos as photo_service
 from tests.conftest import RecordingSender, organisation_for_tests
-from worker.dispatch import PROCESS_PHOTO
+from app.jobs import PROCESS_PHOTO
 
 STALE = timedelta(minutes=10)
 
@@ -90,7 +90,7 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(make_session):
 def test_sweeper_rematches_runners_whose_message_was_lost(make_session):
     from app.db import Runner
     from app.services import matching
-    from worker.dispatch import MATCH_RUNNER
+    from app.jobs import MATCH_RUNNER
 
     with unit_of_work(make_session) as uow:
         event = Event(organisation_id=organisation_for_tests(uow).id, name="e", slug="runners-e", match_threshold=0.5)

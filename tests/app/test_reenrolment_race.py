@@ -16,7 +16,7 @@ from app.db import Event, Runner
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker, unit_of_work
 from app.schemas.runner import RunnerCreate
-from app.services import runners
+from app.services import privacy, runners
 from tests.conftest import RecordingSender, make_settings, organisation_for_tests
 
 
@@ -57,7 +57,7 @@ def test_racing_enrolments_of_one_email_make_one_runner(sessions, monkeypatch, t
     def enrol(name: str, email: str) -> None:
         form = RunnerCreate(name=name, email=email, consent=True)
         with unit_of_work(sessions, RecordingSender()) as uow:
-            results[name] = runners.enrol(uow, event.id, form, face, "stub")
+            results[name] = runners.enrol(uow, event.id, form, face, "stub", privacy.Consent.on_page(None))
 
     first = threading.Thread(target=enrol, args=("first", "ada@example.org"), name="first")
     second = threading.Thread(target=enrol, args=("second", "ADA@example.org"), name="second")

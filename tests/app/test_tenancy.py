@@ -27,7 +27,7 @@ PUBLIC, ORGANISER, PARTNER = "public", "organiser", "partner"  # who may call it
 class Row:
     allows: str
     json: dict | None = None
-    form: str | None = None  # "photos" or "selfie": a valid multipart body, its file not usable (checks stop earlier)
+    form: str | None = None  # "photos", "selfie" or "start-list": a valid multipart body (checks stop earlier)
 
 
 ROUTES: dict[tuple[str, str], Row] = {
@@ -44,6 +44,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("DELETE", "/api/v1/photos/{photo_id}"): Row(ORGANISER),
     ("POST", "/api/v1/photos/{photo_id}/retry"): Row(ORGANISER),
     ("POST", "/api/v1/events/{event_id}/runners"): Row(PARTNER, form="selfie"),
+    ("POST", "/api/v1/events/{event_id}/start-list"): Row(ORGANISER, form="start-list"),
     ("GET", "/api/v1/events/{event_id}/runners"): Row(ORGANISER),
     ("GET", "/api/v1/runners/{runner_id}"): Row(PARTNER),
     ("GET", "/api/v1/runners/{runner_id}/matches"): Row(PARTNER),
@@ -137,6 +138,8 @@ def call(world: Tenants, method: str, path: str, row: Row, ids: dict[str, str], 
         kwargs["json"] = row.json
     if row.form == "photos":
         kwargs["files"] = {"files": ("x.jpg", b"not really", "image/jpeg")}
+    elif row.form == "start-list":
+        kwargs["files"] = {"file": ("start.csv", b"bib,name\n", "text/csv")}
     elif row.form == "selfie":
         kwargs["data"] = {"name": "Ada", "email": "ada@example.org", "consent": "true"}
         kwargs["files"] = {"selfie": ("x.jpg", b"not really", "image/jpeg")}

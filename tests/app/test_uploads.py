@@ -7,7 +7,7 @@ from sqlalchemy import select
 from app.db import Photo
 from app.db.session import make_engine, make_sessionmaker
 from tests.images import as_png, identity_photo, make_zip
-from worker.dispatch import PROCESS_PHOTO
+from app.jobs import PROCESS_PHOTO
 
 
 def _event(client) -> str:
