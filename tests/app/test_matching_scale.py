@@ -145,3 +145,33 @@ def test_face_matrix_cache_follows_new_reprocessed_and_deleted_photos(world):
     with unit_of_work(make_session) as uow:  # more rows than stored faces: rebuilt without it
         every = set(cache.candidates(uow, event["id"], model_id, np.zeros(128, np.float32), -1.0))
     assert every == (set(ids.values()) | set(more.values())) - {gone}
+
+
+def test_face_matrix_never_offers_excluded_or_purged_faces(world):
+    """Erasure marks faces excluded and retention purges templates: the in-memory matrix follows
+    at its next search (privacy.matchable_faces), it never waits for the periodic rebuild."""
+    from sqlalchemy import update
+
+    from app.db import Event, Face, utcnow
+    from app.services.face_matrix import FaceMatrixCache
+
+    cache = FaceMatrixCache()
+    event = world.event()
+    ids = world.upload(event["id"], EVENT_PHOTOS)
+    world.process(list(ids.values()))
+    model_id = "yunet-2023mar+sface-2021dec"
+    make_session = world.app.state.make_session
+    everything = np.zeros(128, np.float32)
+
+    def search() -> set[str]:
+        with unit_of_work(make_session) as uow:
+            return set(cache.candidates(uow, event["id"], model_id, everything, -1.0))
+
+    assert search() == set(ids.values())
+    erased = list(ids.values())[0]
+    with unit_of_work(make_session) as uow:  # what privacy.exclude_faces_of writes
+        uow.session.execute(update(Face).where(Face.photo_id == erased).values(excluded_at=utcnow(), embedding=None))
+    assert search() == set(ids.values()) - {erased}
+    with unit_of_work(make_session) as uow:  # what privacy.purge_event writes first
+        uow.session.execute(update(Event).where(Event.id == event["id"]).values(biometrics_purged_at=utcnow()))
+    assert search() == set() and not cache._events
