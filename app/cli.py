@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pydantic import ValidationError
 
 from app.config import load_settings
+from worker.dispatch import QUEUES
 
 log = logging.getLogger("finishline")
 
@@ -135,7 +136,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = app.finishline_settings
     concurrency = args.concurrency or settings.worker_concurrency or os.cpu_count() or 1
+    queues = [q for q in args.queues.split(",") if q]
+    unknown = set(queues) - set(QUEUES)
+    if unknown or not queues:
+        raise SystemExit(f"unknown queue(s) {', '.join(sorted(unknown)) or '(none)'}; choose from {', '.join(QUEUES)}")
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={args.loglevel}",
+            f"--queues={','.join(queues)}", f"--hostname={'-'.join(queues)}@%h",
             "--without-gossip", "--without-mingle"]
     if args.beat:
         argv += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
@@ -158,6 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings.resolved_database_url)
     concurrency = settings.worker_concurrency or min(2, os.cpu_count() or 1)
+    # One supervised pool consumes all three queues (photos, matching, email): Celery takes from
+    # them in turn, so a match or an e-mail waits for the tasks in flight, never for a backlog of
+    # uploads. For separate pools per queue run `finishline worker --queues ...` (README).
     worker = WorkerSupervisor(
         [sys.executable, "-m", "app.cli", "worker", f"--concurrency={concurrency}", "--beat"],
         first_backoff_s=settings.worker_restart_backoff_s,
@@ -256,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="a Celery worker only")
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--beat", action="store_true", help="also run the periodic sweeper (one worker per site)")
+    p.add_argument("--queues", default=",".join(QUEUES),
+                   help=f"comma list of queues to consume (default all: {','.join(QUEUES)})")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
 

@@ -12,6 +12,7 @@ from typing import Protocol
 
 PROCESS_PHOTO = "finishline.process_photo"
 MATCH_RUNNER = "finishline.match_runner"
+REMATCH_EVENT = "finishline.rematch_event"
 SEND_RUNNER_EMAIL = "finishline.send_runner_email"
 SWEEP_STALE_WORK = "finishline.sweep_stale_work"
 DELIVER_WEBHOOK = "finishline.deliver_webhook"

@@ -1,7 +1,14 @@
 """Throughput of the face pipeline on a folder of photos. Not a test: numbers for people.
 
     .venv/bin/python bench/pipeline.py [--folder ../shared/faces/groups] [--workers 2] [--repeat 3]
+    .venv/bin/python bench/pipeline.py --race24 12 --steps     # each lever on 24 MP race photos
     .venv/bin/python bench/pipeline.py --bibs [--megapixels 24] [--folder ...]   # the bib reader's cost
+
+`--race24 N` builds N 6000x4000 photos with about 18 faces each (bench/race_photos.py) in a temp
+folder and uses them instead of `--folder`. `--steps` times every stage of the old path (full
+decode + resize) and of the new one (JPEG drafts, models/pipeline.py: analyse_files) on one core,
+in CPU time (process_time, threads pinned to 1) and wall time, and checks that the new path finds
+the same faces with the same embeddings.
 
 For each backend (yunet-sface with both engines; facenet when importable), each device (cpu, and
 cuda when present) and 1 and N worker processes, it prints photos/s (decode + detect + embed),
@@ -16,12 +23,14 @@ import importlib.util
 import multiprocessing as mp
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.race_photos import build_race_photos  # noqa: E402
 from models.image import decode_image  # noqa: E402  (cv2 and Pillow only: safe before fork)
 
 MAX_PIXELS = 60_000_000
@@ -46,20 +55,19 @@ def make_backend(spec: str, device: str, cache_dir: Path):  # type: ignore[no-un
 
 def worker(spec: str, device: str, cache_dir: Path, paths: list[Path], start: mp.Barrier,
            results: mp.Queue) -> None:
-    from models.pipeline import detect_faces, embed_faces
+    """The worker's own path (analyse_files, previews from the draft), one photo at a time."""
+    from models.image import render_jpeg
+    from models.pipeline import analyse_files
 
     backend = make_backend(spec, device, cache_dir)
-    warm = decode_image(paths[0], max_pixels=MAX_PIXELS)
-    embed_faces([warm], detect_faces([warm], backend), backend)  # first-call allocations off the clock
+    analyse_files(paths[:1], backend, max_pixels=MAX_PIXELS)  # first-call allocations off the clock
     start.wait()
     faces, detect_s, embed_s, t0 = 0, 0.0, 0.0, time.perf_counter()
     for path in paths:
-        image = decode_image(path, max_pixels=MAX_PIXELS)
-        t1 = time.perf_counter()
-        found = detect_faces([image], backend, detect_long_side=DETECT_LONG_SIDE)
-        t2 = time.perf_counter()
-        faces += len(embed_faces([image], found, backend)[0])
-        detect_s, embed_s = detect_s + t2 - t1, embed_s + time.perf_counter() - t2
+        [photo] = analyse_files([path], backend, max_pixels=MAX_PIXELS, detect_long_side=DETECT_LONG_SIDE)
+        render_jpeg(photo.preview, 1600)
+        render_jpeg(photo.preview, 400)
+        faces += len(photo.faces)
     wall = time.perf_counter() - t0
     gpu_mb = 0.0
     if "torch" in sys.modules and device.startswith("cuda"):
@@ -88,9 +96,109 @@ def run(spec: str, device: str, workers: int, photos: list[Path], cache_dir: Pat
     total_ms = 1000 * sum(r[2] for r in rows) / max(n_faces, 1)
     rss, gpu = max(r[5] for r in rows), max(r[6] for r in rows)
     gpu_txt = f"  peak GPU {gpu:7.0f} MiB" if device.startswith("cuda") else ""
-    return (f"{spec:18s} {device:4s} workers={workers}  {n_photos / wall:6.2f} photos/s  "
-            f"{total_ms:6.1f} ms/face all-in  detect {detect_ms:6.1f} ms/photo  embed {embed_ms:5.1f} ms/face  "
-            f"{n_faces} faces  peak RSS/worker {rss:6.0f} MiB{gpu_txt}")
+    return (f"{spec:18s} {device:4s} workers={workers}  {n_photos / wall:6.2f} photos/s (wall, with previews)  "
+            f"{total_ms:6.1f} ms/face all-in  {n_faces} faces  peak RSS/worker {rss:6.0f} MiB{gpu_txt}")
+
+
+class Clock:
+    """CPU (process_time) and wall seconds per named step."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        c0, w0 = time.process_time(), time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c0
+        self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - w0
+        return out
+
+
+def steps(paths: list[Path]) -> None:
+    """Each stage of the old and the new path on one core; then faces and embeddings compared."""
+    import cv2
+    import numpy as np
+
+    from models.image import decode_reduced, render_jpeg, to_array
+    from models.pipeline import DRAFT_SHARE, crop_photo, detect_drafts, detect_faces
+    from models.yunet_sface import YunetSfaceBackend
+
+    cv2.setNumThreads(1)
+    int8 = YunetSfaceBackend(sface_fp32=False)
+    fp32 = YunetSfaceBackend(sface_fp32=True)
+    int8.load()
+    fp32.load()
+    warm = decode_image(paths[0], max_pixels=MAX_PIXELS)
+    int8.embed(int8.crop_faces(to_array(warm), detect_faces([warm], int8)[0]))
+    fp32.embed(fp32.crop_faces(to_array(warm), detect_faces([warm], fp32)[0]))
+    old, new = Clock(), Clock()
+    old_faces, new_faces, old_vecs, new_vecs, reductions = [], [], [], [], []
+    for path in paths:
+        # old: full decode, Pillow resize for detection, crops from the full image, int8 SFace
+        image = old.run("decode (full)", decode_image, path, max_pixels=MAX_PIXELS)
+        found = old.run("detect (incl. resize)", detect_faces, [image], int8, detect_long_side=DETECT_LONG_SIDE)[0]
+        crops = old.run("crop (full image)", lambda: int8.crop_faces(to_array(image), found))
+        old_vecs.append(old.run("embed (int8 SFace)", int8.embed, crops))
+        old.run("previews (from full)", lambda: (render_jpeg(image, 1600), render_jpeg(image, 400)))
+        old_faces.append(found)
+        del image
+        # new: the detection draft, detection on it, crops from the coarsest decode that loses nothing
+        draft = new.run("decode (draft)", decode_reduced, path, max_pixels=MAX_PIXELS,
+                        min_long_side=round(DETECT_LONG_SIDE * DRAFT_SHARE))
+        found = new.run("detect (on draft)", detect_drafts, [draft], fp32, detect_long_side=DETECT_LONG_SIDE,
+                        min_face_px=24)[0]
+        crops = new.run("crop (coarsest decode)", crop_photo, path, draft, found, fp32, max_pixels=MAX_PIXELS)
+        new_vecs.append(new.run("embed (fp32 SFace)", fp32.embed, crops))
+        new.run("embed (int8 SFace, same crops)", int8.embed, crops)
+        new.run("previews (from draft)", lambda: (render_jpeg(draft.image, 1600), render_jpeg(draft.image, 400)))
+        new_faces.append(found)
+        from models.pipeline import crop_reduction
+        reductions.append(crop_reduction(found, fp32.crop_px))
+    n = len(paths)
+    n_old, n_new = sum(map(len, old_faces)), sum(map(len, new_faces))
+    print(f"{n} photos, {n_old} faces old path ({n_old / n:.1f}/photo), {n_new} new path; "
+          f"crop decode per photo (1 = full): {sorted(reductions)}")
+    for label, clock, skip in (("old", old, set()), ("new", new, {"embed (int8 SFace, same crops)"})):
+        print(f"  {label} path, ms per photo     cpu    wall")
+        for name in clock.cpu:
+            print(f"    {name:32s} {1000 * clock.cpu[name] / n:6.1f}  {1000 * clock.wall[name] / n:6.1f}")
+        cpu = sum(v for k, v in clock.cpu.items() if k not in skip)
+        wall = sum(v for k, v in clock.wall.items() if k not in skip)
+        print(f"    {'total':32s} {1000 * cpu / n:6.1f}  {1000 * wall / n:6.1f}   "
+              f"=> {n / cpu:.2f} photos/s per core (CPU time), {n / wall:.2f} wall")
+    per_face = {k: 1000 * v / max(n_new, 1) for k, v in new.cpu.items() if k.startswith("embed")}
+    print("  embedding ms/face (cpu): " + ", ".join(f"{k} {v:.1f}" for k, v in per_face.items()))
+    _compare(old_faces, new_faces, old_vecs, new_vecs)
+
+
+def _compare(old_faces, new_faces, old_vecs, new_vecs) -> None:  # type: ignore[no-untyped-def]
+    """Faces paired by best IoU; embedding cosine between the two paths on paired faces."""
+    import numpy as np
+
+    from tests.models.helpers import iou
+
+    ious, cosines, sizes, lost, extra = [], [], [], 0, 0
+    for of, nf, ov, nv in zip(old_faces, new_faces, old_vecs, new_vecs):
+        used = set()
+        for i, o in enumerate(of):
+            best = max(range(len(nf)), key=lambda j: iou(o.box, nf[j].box), default=None)
+            if best is None or iou(o.box, nf[best].box) < 0.5:
+                lost += 1
+                continue
+            used.add(best)
+            ious.append(iou(o.box, nf[best].box))
+            cosines.append(float(ov[i] @ nv[best]))
+            sizes.append(min(o.width, o.height))
+        extra += len(nf) - len(used)
+    c = np.array(cosines)
+    print(f"  faces: {lost} lost, {extra} new; box IoU min {min(ious):.3f}; embedding cosine old vs new "
+          f"min {c.min():.4f}, mean {c.mean():.4f}, share >= 0.95: {np.mean(c >= 0.95):.3f}")
+    size = np.array(sizes)
+    for lo, hi in ((0, 48), (48, 96), (96, 192), (192, 10**6)):
+        pick = (size >= lo) & (size < hi)
+        if pick.any():
+            print(f"    faces {lo}-{hi} px: {pick.sum():3d}, cosine min {c[pick].min():.4f} mean {c[pick].mean():.4f}")
 
 
 def cuda_present() -> bool:
@@ -158,6 +266,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="passes over the folder")
     parser.add_argument("--backends", default="", help="comma list; default: all available")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "models")
+    parser.add_argument("--race24", type=int, default=0, help="build this many 24 MP race photos and use them")
+    parser.add_argument("--steps", action="store_true", help="time each stage, old path vs new, one core")
     parser.add_argument("--bibs", action="store_true", help="measure the bib stage against the face stage")
     parser.add_argument("--megapixels", type=float, default=24.0, help="with --bibs: photo size")
     args = parser.parse_args()
@@ -165,7 +275,15 @@ def main() -> None:
         bib_cost(args.folder, args.megapixels, args.repeat)
         return
 
-    photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) * args.repeat
+    if args.race24:
+        folder = Path(tempfile.gettempdir()) / "finishline-race24"
+        photos = build_race_photos(REPO.parent / "shared" / "faces" / "groups", folder, args.race24) * args.repeat
+        args.folder = folder
+    else:
+        photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) * args.repeat
+    if args.steps:
+        steps(photos)
+        return
     specs = ["yunet-sface", "yunet-sface/torch"]
     if importlib.util.find_spec("models.facenet") is not None:
         specs.append("facenet")

@@ -14,44 +14,8 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
 
-
-def dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int, block: int) -> np.ndarray:
-    """ONNX DequantizeLinear, per-tensor, per-axis or blocked (opset 21)."""
-    q = q.astype(np.float32)
-    scale = scale.astype(np.float32)
-    zero = zero.astype(np.float32)
-    if scale.size == 1:
-        return (q - zero.reshape(())) * scale.reshape(())
-    axis = axis % q.ndim
-    if block:
-        scale = np.repeat(scale, block, axis=axis).take(range(q.shape[axis]), axis=axis)
-        zero = np.repeat(zero, block, axis=axis).take(range(q.shape[axis]), axis=axis)
-    else:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return (q - zero) * scale
-
-
-def fold_constants(graph: onnx.GraphProto) -> tuple[dict[str, np.ndarray], list[onnx.NodeProto]]:
-    """fp32 constants (weights dequantised, reshaped) and the nodes left to run."""
-    consts = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    remaining = []
-    for node in graph.node:
-        attrs = _attrs(node)
-        inputs_const = all(name in consts for name in node.input if name)
-        if node.op_type == "DequantizeLinear" and inputs_const:
-            q, scale, zero = (consts[n] for n in node.input)
-            consts[node.output[0]] = dequantize(q, scale, zero, attrs.get("axis", 1), attrs.get("block_size", 0))
-        elif node.op_type == "Reshape" and inputs_const:
-            consts[node.output[0]] = consts[node.input[0]].reshape(consts[node.input[1]])
-        elif node.op_type == "Constant":
-            consts[node.output[0]] = numpy_helper.to_array(attrs["value"])
-        else:
-            remaining.append(node)
-    return consts, remaining
+from models.onnx_fold import fold_constants
 
 
 class OnnxGraph(torch.nn.Module):

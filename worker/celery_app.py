@@ -20,6 +20,7 @@ from celery import Celery
 from app.config import Settings, load_settings
 from app.jobs import SWEEP_STALE_WORK
 from worker import fs_broker
+from worker.dispatch import DEFAULT_QUEUE, TASK_QUEUES
 from worker.heartbeat import Heartbeat
 
 
@@ -50,6 +51,8 @@ def create_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        task_default_queue=DEFAULT_QUEUE,
         beat_schedule={"sweep-stale-work": {"task": SWEEP_STALE_WORK, "schedule": settings.sweep_every_s}},
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

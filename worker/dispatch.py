@@ -5,8 +5,24 @@ from __future__ import annotations
 from celery import Celery
 
 from app.jobs import (  # noqa: F401 (re-exported)
-    DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
+    DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
 )
+
+# Three queues, so a burst of uploads never delays a runner's matches or e-mails: photo tasks
+# (CNN work, GPU machines) on `photos`, matching and the sweeper on `matching`, SMTP and webhook
+# deliveries on `email`.
+# `finishline run` gives `photos` its own worker pool and the other two a second one.
+PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE = "photos", "matching", "email"
+QUEUES = (PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE)
+TASK_QUEUES = {
+    PROCESS_PHOTO: PHOTOS_QUEUE,
+    MATCH_RUNNER: MATCHING_QUEUE,
+    REMATCH_EVENT: MATCHING_QUEUE,
+    SWEEP_STALE_WORK: MATCHING_QUEUE,
+    SEND_RUNNER_EMAIL: EMAIL_QUEUE,
+    DELIVER_WEBHOOK: EMAIL_QUEUE,  # outgoing messages: e-mail and webhooks, both slow network I/O
+}
+DEFAULT_QUEUE = MATCHING_QUEUE  # a task with no route here: short database work
 
 
 class CelerySender:

@@ -23,8 +23,8 @@ from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
 from app.services.webhooks import NotDelivered as WebhookNotDelivered
 from worker.context import get_context
-from worker.dispatch import (DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
-                             CelerySender)
+from worker.dispatch import (DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL,
+                             SWEEP_STALE_WORK, CelerySender)
 
 log = get_task_logger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
@@ -63,6 +63,8 @@ def sweep_stale_work_task(self) -> int:
         hooks = webhook_service.sweep_stale_events(uow, stale_after=stale_after)
     with unit_of_work(ctx.make_session) as uow:
         chunked_uploads.expire_abandoned(uow, ctx.store)  # dashboard uploads left for a week
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        matching.sweep_unfinished_rematches(uow)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         purged = privacy.purge_expired_events(uow)
     if purged:
@@ -125,3 +127,22 @@ def match_runner_task(self, runner_id: str) -> int:
         matches = matching.match_runner(uow, runner_id)
     log.info("runner %s: %d matches", runner_id, matches)
     return matches
+
+
+@shared_task(bind=True, name=REMATCH_EVENT, autoretry_for=TRANSIENT, retry_backoff=True,
+             retry_backoff_max=300, max_retries=8)
+def rematch_event_task(self, event_id: str) -> int:
+    """After a threshold change: the event's photos, one short locked transaction per chunk."""
+    ctx = get_context(self.app.finishline_settings)
+    return run_rematch(ctx.make_session, event_id)
+
+
+def run_rematch(make_session, event_id: str) -> int:  # type: ignore[no-untyped-def]
+    """Chunks until done; each chunk commits, so a crash resumes from the last one."""
+    chunks, more = 0, True
+    while more:
+        with unit_of_work(make_session) as uow:
+            more = matching.rematch_event_chunk(uow, event_id)
+        chunks += 1
+    log.info("event %s rematched in %d chunks", event_id, chunks)
+    return chunks

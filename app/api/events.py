@@ -58,17 +58,21 @@ def get_event(event_id: str, uow: UoW, settings: SettingsDep, caller: CallerDep)
 
 
 @router.patch("/events/{event_id}", response_model=EventOut, summary="Edit an event",
-              responses=api_errors("event_not_found", "malformed_body", "validation_error",
-                                   "payload_too_large"))
-def update_event(event_id: str, body: EventUpdate, uow: UoW, settings: SettingsDep, caller: CallerDep) -> EventOut:
-    """Edit an event; a new `match_threshold` recomputes its matches before this returns."""
+              responses={202: {"model": EventOut, "description": "the new threshold is being applied in the background"},
+                         **api_errors("event_not_found", "malformed_body", "validation_error", "payload_too_large")})
+def update_event(event_id: str, body: EventUpdate, response: Response, uow: UoW, settings: SettingsDep,
+                 caller: CallerDep) -> EventOut:
+    """Edit an event. A new `match_threshold` answers 202 and rematches the event's photos in the
+    background, in chunks: `stats.rematch_done` reaches `stats.rematch_total` when finished."""
     access.require_organiser(caller)
-    access.get_event(uow, caller, event_id)
+    before = access.get_event(uow, caller, event_id).match_threshold
     changes = body.model_dump(exclude_unset=True)
     bib_search_public = changes.pop("bib_search_public", None)
     event = matching_service.update_event(uow, event_id, **changes)
     if bib_search_public is not None:
         event.bib_search_public = bib_search_public
+    if event.match_threshold != before:
+        response.status_code = 202
     return event_out(uow, event, settings.public_base_url)
 
 

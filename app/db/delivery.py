@@ -45,7 +45,8 @@ class DeliveredPhoto(Base):
     """A photo already e-mailed to a runner: written only after the SMTP server accepted it."""
 
     __tablename__ = "delivered_photos"
-    __table_args__ = (UniqueConstraint("runner_id", "photo_id"),)
+    # the two indexes serve the cascades from photos and deliveries
+    __table_args__ = (UniqueConstraint("runner_id", "photo_id"), Index(None, "photo_id"), Index(None, "delivery_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))

@@ -34,3 +34,9 @@ class Event(IdMixin, Base):
     logo_key: Mapped[str | None] = mapped_column(String(300))  # in the photo store
     privacy_controller: Mapped[str | None] = mapped_column(String(300))  # who holds the runners' data
     privacy_retention: Mapped[str | None] = mapped_column(String(300))  # for how long
+    # bumped by every enrolment and runner deletion: workers cache the runner matrix per version
+    runners_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # a threshold change rematches in the background (REMATCH_EVENT): photos to do and done
+    rematch_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rematch_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rematch_cursor: Mapped[str | None] = mapped_column(String(40))  # the last photo id rematched

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import JSON, Float, ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin
@@ -12,7 +12,12 @@ class Face(IdMixin, Base):
     """A face found in a photo. The box is in the original photo's pixels (after EXIF orientation)."""
 
     __tablename__ = "faces"
-    __table_args__ = (Index(None, "event_id", "model_id"),)
+    __table_args__ = (
+        Index(None, "event_id", "model_id"),
+        # faces excluded since a face matrix's last sync (app/services/face_matrix.py)
+        Index("ix_faces_excluded", "event_id", "excluded_at",
+              postgresql_where=text("excluded_at IS NOT NULL"), sqlite_where=text("excluded_at IS NOT NULL")),
+    )
 
     photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))

@@ -27,6 +27,7 @@ class Match(IdMixin, Base):
         UniqueConstraint("face_id"),
         UniqueConstraint("runner_id", "photo_id"),
         Index(None, "event_id"),
+        Index(None, "photo_id"),  # every per-photo rematch and photo-delete cascade filters on it
     )
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
@@ -43,7 +44,7 @@ class MatchRejection(IdMixin, Base):
     """'Not me': this photo never goes back into this runner's gallery, whatever is recomputed."""
 
     __tablename__ = "match_rejections"
-    __table_args__ = (UniqueConstraint("runner_id", "photo_id"),)
+    __table_args__ = (UniqueConstraint("runner_id", "photo_id"), Index(None, "photo_id"))
 
     runner_id: Mapped[str] = mapped_column(ForeignKey("runners.id", ondelete="CASCADE"))
     photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))

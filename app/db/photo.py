@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -22,6 +22,12 @@ class Photo(IdMixin, Base):
         UniqueConstraint("event_id", "sha256"),
         Index(None, "event_id", "status"),
         Index(None, "status", "queued_at"),
+        Index(None, "event_id", "id"),  # cursor paging of an event's photos
+        Index(None, "event_id", "status", "id"),  # the same, filtered by status
+        # the sweeper's scan for lost or stale work, over waiting photos only
+        Index("ix_photos_waiting", "queued_at",
+              postgresql_where=text("status IN ('pending', 'processing')"),
+              sqlite_where=text("status IN ('pending', 'processing')")),
     )
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
@@ -42,4 +48,6 @@ class Photo(IdMixin, Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))  # the Celery task id holding it
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[datetime | None]
+    # faces stored for this photo, so event stats sum photos instead of counting every face
+    face_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -10,9 +10,16 @@ from app.db.base import Base, IdMixin, utcnow
 
 class Runner(IdMixin, Base):
     __tablename__ = "runners"
-    # re-enrolment finds the runner by (event, e-mail); the search of GET /events/{id}/runners too;
-    # bib matching finds runners by (event, bib)
-    __table_args__ = (Index(None, "event_id", "email"), Index(None, "event_id", "bib"))
+    __table_args__ = (
+        # re-enrolment finds the runner by (event, e-mail); the search of GET /events/{id}/runners too
+        Index(None, "event_id", "email"),
+        Index(None, "event_id", "bib"),  # bib matching finds runners by (event, bib)
+        Index(None, "event_id", "model_id"),  # the matcher loads one event's runners of one model
+        # the sweeper's "enrolled but never matched" scan, a few rows instead of every runner
+        Index("ix_runners_unmatched", "created_at",
+              postgresql_where=text("matched_at IS NULL AND embedding IS NOT NULL"),
+              sqlite_where=text("matched_at IS NULL AND embedding IS NOT NULL")),
+    )
 
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))

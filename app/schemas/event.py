@@ -78,6 +78,8 @@ class EventStatsOut(BaseModel):
     emails_sent: int
     emails_failed: int
     emails_uncertain: int
+    rematch_total: int = Field(0, description="photos to rematch after the last threshold change")
+    rematch_done: int = Field(0, description="of those, rematched so far (equal: finished)")
 
 
 class EventOut(BaseModel):

@@ -43,6 +43,7 @@ from sqlalchemy import select
 
 from app.db import BibRead, Face, MatchSource, Runner
 from app.db.session import UnitOfWork
+from app.services import privacy
 
 # How much more similar a face must be to a runner its bib contradicts. SFace's same-race
 # impostors sit at 0.43-0.47 and true matches at 0.47-0.84 (shared/MODELS.md): with the default
@@ -225,7 +226,8 @@ def linked_faces(uow: UnitOfWork, event_id: str, model_id: str,
         select(Runner.id, Face.id, Face.embedding, Face.size_px)
         .join(BibRead, (BibRead.event_id == Runner.event_id) & (BibRead.number == Runner.bib))
         .join(Face, Face.id == BibRead.face_id)
-        .where(Runner.event_id == event_id, Runner.embedding.is_(None), Face.model_id == model_id)
+        .where(Runner.event_id == event_id, Runner.embedding.is_(None), Face.model_id == model_id,
+               privacy.matchable_faces())
     )
     if runner_ids is not None:
         query = query.where(Runner.id.in_(list(runner_ids)))

@@ -11,7 +11,7 @@ from datetime import date
 from sqlalchemy import func, select
 
 from app.auth import Caller
-from app.db import Delivery, Event, Face, Match, Photo, PhotoStatus, Runner
+from app.db import Delivery, Event, Match, Photo, PhotoStatus, Runner
 from app.db.session import UnitOfWork
 from app.errors import NotFound
 from app.services import access
@@ -33,6 +33,8 @@ class EventStats:
     emails_sent: int
     emails_failed: int  # after the last retry (details on the runner)
     emails_uncertain: int  # a worker stopped mid-send; not resent to avoid a duplicate
+    rematch_total: int  # photos of the background rematch after a threshold change
+    rematch_done: int
 
 
 def slugify(name: str) -> str:
@@ -87,12 +89,15 @@ def get_event_by_slug(uow: UnitOfWork, slug: str) -> Event:
 
 
 def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
+    """Counts from indexes: photos by status with their stored face counts (one pass over the
+    event's photos, never over its faces), runners and matches by their event_id indexes."""
     session = uow.session
-    by_status = dict(
-        session.execute(
-            select(Photo.status, func.count()).where(Photo.event_id == event_id).group_by(Photo.status)
-        ).all()
-    )
+    photo_rows = session.execute(
+        select(Photo.status, func.count(), func.coalesce(func.sum(Photo.face_count), 0))
+        .where(Photo.event_id == event_id).group_by(Photo.status)
+    ).all()
+    by_status = {status: n for status, n, _ in photo_rows}
+    progress = session.execute(select(Event.rematch_total, Event.rematch_done).where(Event.id == event_id)).one()
 
     emails = dict(
         session.execute(
@@ -109,12 +114,14 @@ def event_stats(uow: UnitOfWork, event_id: str) -> EventStats:
         photos_processing=by_status.get(PhotoStatus.processing.value, 0),
         photos_done=by_status.get(PhotoStatus.done.value, 0),
         photos_failed=by_status.get(PhotoStatus.failed.value, 0),
-        faces=count(Face),
+        faces=sum(int(faces) for _, _, faces in photo_rows),
         runners=count(Runner),
         matches=count(Match),
         emails_queued=emails.get("queued", 0) + emails.get("sending", 0),
         emails_sent=emails.get("sent", 0),
         emails_failed=emails.get("failed", 0),
         emails_uncertain=emails.get("uncertain", 0),
+        rematch_total=progress.rematch_total,
+        rematch_done=progress.rematch_done,
     )
 

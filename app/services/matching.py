@@ -7,35 +7,57 @@ A "not me" (MatchRejection) takes the runner out of that photo before the argmax
 The database side recomputes the matches of whole photos from what is stored (`rematch_photos`),
 so the outcome never depends on the order in which photos and runners arrived: a new photo is
 rematched when processed (`on_photo_done`), a new runner rematches the photos it is similar to
-(`match_runner`), a new threshold rematches the event. Writers of one event take its row lock
-first (`lock_event`), so a runner enrolled while a photo is being processed is seen by one side
-or the other, and unique(face_id) / unique(runner_id, photo_id) hold whatever happens.
+(`match_runner`), a new threshold rematches the event in the background (`rematch_event_chunk`).
+
+Locks on the event row, and why photos of one event still match in parallel:
+- Changes to the runner set (enrol, delete, a start list: `runners_changed`), a new runner's
+  matching, "not me", each rematch chunk and a photo that moves a bib link (below) take the row's
+  exclusive lock (`lock_event`).
+- A processed photo takes only a shared lock (`share_event`: FOR SHARE on PostgreSQL), which other
+  photos' shared locks do not block. It computes its similarities before that, from a runner
+  matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), then
+  checks the version under the lock and recomputes only if it moved.
+So a runner enrolled while a photo is processed is seen by one side or the other (the photo's
+check runs after the enrolment committed, or the enrolment waited for the photo's commit and its
+MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, photo_id) hold.
 
 Bib numbers: photos with a bib read go through `bib_matching.resolve` instead of `assign` (the
 face+bib rule is written down there); runners without a selfie are matched by the face their bib
-was read on (`bib_matching.linked_faces`).
+was read on (`bib_matching.linked_faces`), a row of the runner matrix: a photo that moves such a
+link bumps `runners_version` under the exclusive lock.
+
+Privacy: only `privacy.matchable_faces()` are ever compared (not excluded by an erasure, template
+not purged), and once an event's templates are purged a recompute keeps the stored matches
+(`privacy.keep_stored_matches`).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from app.db import Event, Face, Match, MatchRejection, MatchSource, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
 from app.services import bib_matching
 from app.services import events as event_service
-from app.jobs import MATCH_RUNNER
+from app.jobs import MATCH_RUNNER, REMATCH_EVENT
 from app.services import privacy, webhooks
+from app.services.face_matrix import face_matrices
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
 CANDIDATE_MARGIN = 1e-4
-PHOTOS_PER_CHUNK = 500
+# Photos recomputed together: 100 photos of ~18 faces against 20k runners is a 144 MB similarity
+# matrix (500 was 720 MB). A background rematch also takes the event lock per chunk this size,
+# so uploads and enrolments wait at most one chunk.
+PHOTOS_PER_CHUNK = 100
+REMATCH_PHOTOS_PER_CHUNK = PHOTOS_PER_CHUNK
 
 
 @dataclass(frozen=True)
@@ -91,8 +113,45 @@ class RunnerSet:
     matrix: np.ndarray
 
 
+class RunnerCache:
+    """Runner matrices per (event, model), valid for one `events.runners_version` each.
+
+    One per worker process (module global below): a photo reloads its event's runners only after
+    an enrolment or deletion, not for every photo. Bounded to a few events, least recent out.
+    """
+
+    def __init__(self, max_events: int = 8) -> None:
+        self._sets: OrderedDict[tuple[str, str], tuple[int, RunnerSet]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_events = max_events
+        self.loads = 0  # how often the database was read (tests and bench/scale.py look)
+
+    def get(self, uow: UnitOfWork, event_id: str, model_id: str, version: int) -> RunnerSet:
+        key = (event_id, model_id)
+        with self._lock:
+            hit = self._sets.get(key)
+            if hit is not None and hit[0] == version:
+                self._sets.move_to_end(key)
+                return hit[1]
+        runners = load_runners(uow, event_id, model_id)
+        with self._lock:
+            self.loads += 1
+            self._sets[key] = (version, runners)
+            self._sets.move_to_end(key)
+            while len(self._sets) > self.max_events:
+                self._sets.popitem(last=False)
+        return runners
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sets.clear()
+
+
+runner_cache = RunnerCache()
+
+
 def lock_event(uow: UnitOfWork, event_id: str) -> Event:
-    """Serialise the writers of an event's matches until this transaction ends.
+    """Take the event's exclusive lock until this transaction ends (see the module docstring).
 
     A no-op UPDATE, not SELECT ... FOR UPDATE: on PostgreSQL it takes the row's NO KEY UPDATE
     lock, which does not conflict with the KEY SHARE locks that inserting faces and matches take
@@ -107,7 +166,46 @@ def lock_event(uow: UnitOfWork, event_id: str) -> Event:
     return event
 
 
+def runners_changed(uow: UnitOfWork, event_id: str) -> Event:
+    """Call before adding or removing runners: bumps the version every worker's cache checks,
+    and locks the event like `lock_event` (the bump is the UPDATE)."""
+    uow.session.execute(update(Event).where(Event.id == event_id)
+                        .values(runners_version=Event.runners_version + 1)
+                        .execution_options(synchronize_session=False))
+    event = event_service.get_event(uow, event_id)
+    uow.session.refresh(event)
+    return event
+
+
+@dataclass(frozen=True)
+class EventState:
+    runners_version: int
+    match_threshold: float
+    purged: bool  # the event's templates were deleted (retention, app/services/privacy.py)
+
+
+def share_event(uow: UnitOfWork, event_id: str) -> EventState:
+    """The shared lock of a photo writer: FOR SHARE on PostgreSQL (many photos at once, none while
+    an exclusive holder runs); SQLite has one writer anyway, so there it is the write lock."""
+    session = uow.session
+    query = select(Event.runners_version, Event.match_threshold, Event.biometrics_purged_at).where(Event.id == event_id)
+    if session.get_bind().dialect.name == "sqlite":
+        lock_event(uow, event_id)
+    else:
+        query = query.with_for_update(read=True)
+    row = session.execute(query).one()
+    return EventState(row.runners_version, row.match_threshold, row.biometrics_purged_at is not None)
+
+
+def read_event_state(uow: UnitOfWork, event_id: str) -> EventState:
+    row = uow.session.execute(
+        select(Event.runners_version, Event.match_threshold, Event.biometrics_purged_at)
+        .where(Event.id == event_id)).one()
+    return EventState(row.runners_version, row.match_threshold, row.biometrics_purged_at is not None)
+
+
 def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
+    """Ids and embeddings as plain rows (no ORM objects), joined into one matrix."""
     rows = uow.session.execute(
         select(Runner.id, Runner.embedding)
         .where(Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None))
@@ -124,53 +222,82 @@ def _runner_set(rows) -> RunnerSet:
     return RunnerSet(np.array([r[0] for r in rows], object), as_matrix((r[1] for r in rows), dim))
 
 
+@dataclass
+class _PhotoFaces:
+    """The faces of some photos for one model, with their similarity to that model's runners."""
+
+    face_ids: np.ndarray
+    photos: np.ndarray
+    runners: RunnerSet
+    similarity: np.ndarray
+
+
+def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
+                  runner_sets: dict[str, RunnerSet] | None, version: int | None) -> list[_PhotoFaces]:
+    """Faces of the photos against the runners; from `runner_sets`, else the process cache."""
+    faces = uow.session.execute(
+        select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
+        .where(Face.photo_id.in_(photo_ids), privacy.matchable_faces()).order_by(Face.photo_id, Face.id)
+    ).all()
+    out = []
+    for model_id in sorted({f.model_id for f in faces}):
+        if runner_sets is not None and model_id in runner_sets:
+            runners = runner_sets[model_id]
+        elif version is not None:
+            runners = runner_cache.get(uow, event_id, model_id, version)
+        else:
+            runners = load_runners(uow, event_id, model_id)
+        if runner_sets is not None:
+            runner_sets[model_id] = runners
+        if len(runners.ids) == 0:
+            continue
+        rows = [f for f in faces if f.model_id == model_id]
+        matrix = as_matrix((f.embedding for f in rows), runners.matrix.shape[1])
+        out.append(_PhotoFaces(np.array([f.id for f in rows], object), np.array([f.photo_id for f in rows], object),
+                               runners, matrix @ runners.matrix.T))
+    return out
+
+
+def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], threshold: float,
+                      computed: list[_PhotoFaces]) -> None:
+    """The assignment from precomputed similarities (`assign`, or the face+bib rule
+    `bib_matching.resolve` when the photos have bib reads), then only the difference is written."""
+    rejected = set(uow.session.execute(
+        select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
+    ).all())
+    evidence = bib_matching.load_evidence(uow, event_id, photo_ids)
+    candidates: list[bib_matching.Candidate] = []
+    wanted: bib_matching.WantedMatches = {}
+    for part in computed:
+        if evidence.reads:  # the face+bib rule decides, from every candidate pair
+            candidates += bib_matching.candidates_from(part.similarity, part.face_ids, part.photos,
+                                                       part.runners.ids, threshold)
+            continue
+        result = assign(part.similarity, part.photos, threshold, _blocked(rejected, part.photos, part.runners.ids))
+        for f, r, sim in zip(result.face, result.runner, result.similarity):
+            wanted[(part.photos[f], part.face_ids[f], part.runners.ids[r])] = bib_matching.Wanted(
+                float(sim), MatchSource.FACE)
+    if evidence.reads:
+        wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
+                                      bib_of_runner=evidence.bib_of_runner, threshold=threshold,
+                                      rejected={(p, r) for p, r in rejected})
+    _write_difference(uow, event_id, photo_ids, wanted)
+
+
 def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
                    runner_sets: dict[str, RunnerSet] | None = None) -> None:
     """Recompute the matches of these photos from scratch and write only the difference.
 
     Call with the event locked (`lock_event`). `runner_sets` caches runners per model id
-    across calls (a whole-event rematch); it is filled as needed.
+    across calls (a chunked rematch); it is filled as needed.
     """
     if not photo_ids:
         return
     if event.biometrics_purged_at is not None:  # retention over: no templates left to compare
         privacy.keep_stored_matches(uow, photo_ids)
         return
-    runner_sets = {} if runner_sets is None else runner_sets
-    session = uow.session
-    faces = session.execute(
-        select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
-        .where(Face.photo_id.in_(photo_ids), privacy.matchable_faces()).order_by(Face.photo_id, Face.id)
-    ).all()
-    rejected = set(session.execute(
-        select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
-    ).all())
-    evidence = bib_matching.load_evidence(uow, event.id, photo_ids)
-    candidates: list[bib_matching.Candidate] = []
-    wanted: bib_matching.WantedMatches = {}
-    for model_id in {f.model_id for f in faces}:
-        rows = [f for f in faces if f.model_id == model_id]
-        if model_id not in runner_sets:
-            runner_sets[model_id] = load_runners(uow, event.id, model_id)
-        runners = runner_sets[model_id]
-        if len(runners.ids) == 0:
-            continue
-        face_ids = np.array([f.id for f in rows], object)
-        photos = np.array([f.photo_id for f in rows], object)
-        matrix = as_matrix((f.embedding for f in rows), runners.matrix.shape[1])
-        if evidence.reads:  # the face+bib rule decides, from every candidate pair
-            candidates += bib_matching.candidates_from(matrix @ runners.matrix.T, face_ids, photos, runners.ids,
-                                                       event.match_threshold)
-            continue
-        result = assign(matrix @ runners.matrix.T, photos, event.match_threshold,
-                        _blocked(rejected, photos, runners.ids))
-        for f, r, s in zip(result.face, result.runner, result.similarity):
-            wanted[(photos[f], face_ids[f], runners.ids[r])] = bib_matching.Wanted(float(s), MatchSource.FACE)
-    if evidence.reads:
-        wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
-                                      bib_of_runner=evidence.bib_of_runner, threshold=event.match_threshold,
-                                      rejected={(p, r) for p, r in rejected})
-    _write_difference(uow, event.id, photo_ids, wanted)
+    computed = _similarities(uow, event.id, photo_ids, {} if runner_sets is None else runner_sets, None)
+    _assign_and_write(uow, event.id, photo_ids, event.match_threshold, computed)
 
 
 def _blocked(rejected: set[tuple[str, str]], photos: np.ndarray,
@@ -214,56 +341,109 @@ def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
 
 
 def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
-    """A freshly processed photo: match its faces against every runner of its event."""
-    event = lock_event(uow, photo.event_id)
-    rematch_photos(uow, event, [photo.id])
-    # a selfie-less runner whose bib is on a face here may now be linked to that face: then
-    # their other photos (by the old and the new face) are recomputed
-    for runner_id in bib_matching.bib_runners_of_photo(uow, event.id, photo.id):
-        if bib_matching.linked_photo(uow, event.id, runner_id) == photo.id:
+    """A freshly processed photo: match its faces against every runner of its event.
+
+    The similarities are computed first with the cached runner matrix; the shared lock is taken
+    only to confirm the runner version and threshold and to write (module docstring). A photo
+    with a selfie-less runner's bib on one of its faces takes the exclusive lock instead: that
+    runner's link (their row of the runner matrix) may move to this photo, and then their other
+    photos (by the old and the new face) are recomputed.
+    """
+    event_id = photo.event_id
+    if bib_matching.bib_runners_of_photo(uow, event_id, photo.id):
+        event = lock_event(uow, event_id)
+        moved = [runner_id for runner_id in bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
+                 if bib_matching.linked_photo(uow, event_id, runner_id) == photo.id]
+        if moved:
+            event = runners_changed(uow, event_id)
+        rematch_photos(uow, event, [photo.id])
+        for runner_id in moved:
             _rematch_runner_photos(uow, event, runner_id)
+        return
+    before = read_event_state(uow, event_id)
+    computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version)
+    state = share_event(uow, event_id)
+    if state.purged:  # retention over: the photo keeps no template
+        privacy.keep_stored_matches(uow, [photo.id])
+        return
+    if state.runners_version != before.runners_version or before.purged:  # enrolment or deletion meanwhile
+        computed = _similarities(uow, event_id, [photo.id], None, state.runners_version)
+    _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
+
+
+def candidate_photos(uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,
+                     threshold: float) -> list[str]:
+    """Photos of the event with a matchable face at least `threshold` similar to `vector` (a
+    superset).
+
+    From this process's in-memory face matrix of the event (app/services/face_matrix.py), read
+    from the database once and then only for photos processed (or faces excluded) since; no
+    Python object per face.
+    """
+    return face_matrices.candidates(uow, event_id, model_id, vector, threshold)
 
 
 def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     """A new (or re-enrolled) runner: rematch every photo with a face similar enough to them, and
     the photos they hold now; returns their matches.
 
-    Harmless to run twice (a redelivered task): the second run writes no difference.
+    The search over the event's faces runs before the lock; photos committed after it started
+    were matched against this runner by their own `on_photo_done` (the enrolment committed
+    first). Harmless to run twice (a redelivered task): the second run writes no difference.
     """
     runner = uow.session.get(Runner, runner_id)
     if runner is None or (runner.embedding is None and not runner.bib):
         return 0  # deleted meanwhile
+    state = read_event_state(uow, runner.event_id)
+    presearch: tuple[float, list[str]] | None = None
+    if runner.embedding is not None and not state.purged:
+        # the search over the event's faces, before the lock
+        vector = np.frombuffer(runner.embedding, dtype=np.float32)
+        presearch = (state.match_threshold, candidate_photos(uow, runner.event_id, runner.model_id or "", vector,
+                                                             state.match_threshold - CANDIDATE_MARGIN))
     event = lock_event(uow, runner.event_id)
-    _rematch_runner_photos(uow, event, runner_id)
+    _rematch_runner_photos(uow, event, runner_id, presearch)
     runner.matched_at = utcnow()
     webhooks.runners_matched(uow, [runner_id])  # their matching finished, changed or not
-    return len(uow.session.scalars(select(Match.id).where(Match.runner_id == runner_id)).all())
+    return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
 
 
-def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str) -> None:
+def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
+                           presearch: tuple[float, list[str]] | None = None) -> None:
     """Rematch every photo the runner may be in: a face similar to theirs (selfie, or the face
-    their bib was read on), their bib read, or a match they hold now."""
+    their bib was read on), their bib read, or a match they hold now (a re-enrolled runner, new
+    template, may lose photos the old one matched). Call with the event locked.
+
+    Similar faces come from the face matrix (`candidate_photos`); `presearch` is a search for
+    the selfie made before the lock at (threshold, photos), used unless the threshold was
+    lowered meanwhile.
+    """
     runner = uow.session.get(Runner, runner_id)
-    probes: list[tuple[str | None, bytes]] = []
-    if runner.embedding is not None:
-        probes.append((runner.model_id, runner.embedding))
+    probes: list[tuple[str, bytes]] = []
+    if event.biometrics_purged_at is not None:
+        pass  # no templates left: the stored matches stand (rematch_photos)
+    elif runner.embedding is not None:
+        probes.append((runner.model_id or "", runner.embedding))
     else:
         probes += [(m, emb) for m in _face_models(uow, event.id)
                    for _, _, emb in bib_matching.linked_faces(uow, event.id, m, [runner_id])]
     found: set[str] = set(bib_matching.photos_with_bib(uow, event.id, runner.bib))
     found |= set(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
     for model_id, embedding in probes:
-        rows = uow.session.execute(
-            select(Face.photo_id, Face.embedding).where(Face.event_id == event.id, Face.model_id == model_id,
-                                                        privacy.matchable_faces())
-        ).all()
+        if (presearch is not None and runner.embedding is not None and model_id == (runner.model_id or "")
+                and event.match_threshold >= presearch[0]):
+            found |= set(presearch[1])
+            continue
         vector = np.frombuffer(embedding, dtype=np.float32)
-        photos = np.array([r.photo_id for r in rows], object)
-        similarity = as_matrix((r.embedding for r in rows), len(vector)) @ vector
-        found |= set(photos[similarity >= event.match_threshold - CANDIDATE_MARGIN].tolist())
+        found |= set(candidate_photos(uow, event.id, model_id, vector, event.match_threshold - CANDIDATE_MARGIN))
     candidates = sorted(found)
+    runner_sets: dict[str, RunnerSet] = {}
+    if runner.embedding is not None and event.biometrics_purged_at is None:
+        # the runner matrix of this version (under the lock: it includes this runner) from the cache
+        model_id = runner.model_id or ""
+        runner_sets[model_id] = runner_cache.get(uow, event.id, model_id, event.runners_version)
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
-        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK])
+        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
 
 
 def _face_models(uow: UnitOfWork, event_id: str) -> list[str]:
@@ -285,15 +465,56 @@ def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: i
     return runner_ids
 
 
+def sweep_unfinished_rematches(uow: UnitOfWork) -> list[str]:
+    """Re-send REMATCH_EVENT for events whose background rematch stopped (lost message, crash).
+
+    A duplicate chunk is harmless (it writes no difference); the cursor only moves forward.
+    """
+    event_ids = list(uow.session.scalars(select(Event.id).where(Event.rematch_done < Event.rematch_total)))
+    for event_id in event_ids:
+        uow.send_task(REMATCH_EVENT, event_id)
+    return event_ids
+
+
+def rematch_event_chunk(uow: UnitOfWork, event_id: str, *, chunk: int = REMATCH_PHOTOS_PER_CHUNK) -> bool:
+    """One chunk of the background rematch after a threshold change; True when more remain.
+
+    The done photos are walked in id order from `rematch_cursor` (photos done later matched
+    themselves with the new threshold); `rematch_done` is the progress shown in the stats. Each
+    chunk is its own transaction with the event locked, so uploads and enrolments interleave.
+    """
+    event = lock_event(uow, event_id)
+    if event.rematch_done >= event.rematch_total:
+        return False
+    query = select(Photo.id).where(Photo.event_id == event_id, Photo.status == PhotoStatus.done.value)
+    if event.rematch_cursor is not None:
+        query = query.where(Photo.id > event.rematch_cursor)
+    photo_ids = list(uow.session.scalars(query.order_by(Photo.id).limit(chunk)))
+    rematch_photos(uow, event, photo_ids)
+    if len(photo_ids) < chunk:
+        event.rematch_done = event.rematch_total
+    else:
+        event.rematch_done = min(event.rematch_done + len(photo_ids), event.rematch_total - 1)
+        event.rematch_cursor = photo_ids[-1]
+    return event.rematch_done < event.rematch_total
+
+
+def start_rematch(uow: UnitOfWork, event: Event, *, queue: bool = True) -> None:
+    """Restart the rematch of every done photo from the first (call with the event locked);
+    `queue` sends REMATCH_EVENT after commit."""
+    done = uow.session.scalar(select(func.count()).select_from(Photo).where(
+        Photo.event_id == event.id, Photo.status == PhotoStatus.done.value)) or 0
+    event.rematch_total, event.rematch_done, event.rematch_cursor = done, 0, None
+    if done and queue:
+        uow.send_task(REMATCH_EVENT, event.id)
+
+
 def rematch_event(uow: UnitOfWork, event: Event) -> None:
-    """Recompute every match of the event (after a threshold change). Call with the event locked."""
-    photo_ids = list(uow.session.scalars(
-        select(Photo.id).where(Photo.event_id == event.id, Photo.status == PhotoStatus.done.value)
-        .order_by(Photo.id)
-    ))
-    runner_sets: dict[str, RunnerSet] = {}
-    for start in range(0, len(photo_ids), PHOTOS_PER_CHUNK):
-        rematch_photos(uow, event, photo_ids[start:start + PHOTOS_PER_CHUNK], runner_sets)
+    """Recompute every match of the event in this one transaction (tools, small events)."""
+    start_rematch(uow, event, queue=False)
+    uow.session.flush()
+    while rematch_event_chunk(uow, event.id, chunk=PHOTOS_PER_CHUNK):
+        pass
 
 
 _UNSET = object()
@@ -302,7 +523,7 @@ _UNSET = object()
 def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
                  starts_on: date | None | object = _UNSET, match_threshold: float | None = None,
                  retention_days: int | None = None) -> Event:
-    """Edit an event; a new threshold recomputes all its matches in this transaction.
+    """Edit an event; a new threshold queues a background rematch (progress in the stats).
 
     It lives here, not in the events service, because the threshold is the part with rules.
     """
@@ -315,6 +536,6 @@ def update_event(uow: UnitOfWork, event_id: str, *, name: str | None = None,
         event.retention_days = retention_days
     if match_threshold is not None and match_threshold != event.match_threshold:
         event.match_threshold = match_threshold
-        uow.session.flush()
-        rematch_event(uow, event)
+        start_rematch(uow, event)
+    uow.session.flush()
     return event

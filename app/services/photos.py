@@ -118,6 +118,7 @@ def replace_faces(uow: UnitOfWork, photo: Photo, faces: list[Face]) -> None:
     """Reprocessing replaces a photo's faces (and so their matches), never duplicates them."""
     uow.session.execute(delete(Face).where(Face.photo_id == photo.id))
     uow.session.add_all(faces)
+    photo.face_count = len(faces)  # event stats sum these instead of counting faces
 
 
 def replace_bib_reads(uow: UnitOfWork, photo: Photo, reads: list[BibRead]) -> None:

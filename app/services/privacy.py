@@ -95,7 +95,9 @@ def purge_event(uow: UnitOfWork, event_id: str, now: datetime) -> None:
     """
     session = uow.session
     for statement in (
-        update(Event).where(Event.id == event_id).values(biometrics_purged_at=now),
+        # the bump drops every worker's cached runner matrix of the event (matching.RunnerCache)
+        update(Event).where(Event.id == event_id).values(biometrics_purged_at=now,
+                                                         runners_version=Event.runners_version + 1),
         update(Face).where(Face.event_id == event_id, Face.embedding.is_not(None)).values(embedding=None),
         update(Runner).where(Runner.event_id == event_id, Runner.embedding.is_not(None)).values(embedding=None),
         update(Match).where(Match.event_id == event_id).values(similarity=None),

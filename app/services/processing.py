@@ -17,17 +17,19 @@ What can go wrong, and what follows:
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import BibRead, Face, Photo
+from app.db import BibRead, Face, Photo, PhotoStatus
 from app.db.session import UnitOfWork, unit_of_work
 from app.jobs import TaskSender
 from app.services import matching
@@ -37,7 +39,7 @@ from app.storage import PhotoStore
 from models import bibs
 from models.bib_reader import TextReader
 from models.image import ImageDecodeError, decode_image, render_jpeg
-from models.pipeline import FaceResult, analyse_images
+from models.pipeline import FaceResult, PhotoAnalysis, analyse_files
 from models.types import FaceBackend
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,10 @@ class _Claimed:
     event_id: str
 
 
-def _decode(store: PhotoStore, key: str, max_pixels: int) -> Image.Image:
+def _local_file(stack: ExitStack, store: PhotoStore, key: str) -> Path:
+    """The original as a local file until `stack` closes (S3: downloaded once, read twice)."""
     try:
-        with store.local_path(key) as path:
-            return decode_image(Path(path), max_pixels=max_pixels)
+        return Path(stack.enter_context(store.local_path(key)))
     except FileNotFoundError as exc:
         raise ImageDecodeError("missing_original", "the original file is missing from storage") from exc
 
@@ -104,27 +106,46 @@ def _read_bibs(ctx: ProcessingContext, photo_id: str, image: Image.Image,
         return []
 
 
+def _read_bibs_file(ctx: ProcessingContext, photo_id: str, path: Path,
+                    faces: list[FaceResult]) -> list[bibs.BibRead]:
+    """`_read_bibs` on the photo decoded at full resolution (faces found on the JPEG draft keep
+    full-resolution boxes); the image lives only for this call."""
+    try:
+        image = decode_image(path, max_pixels=ctx.settings.max_image_pixels)
+    except Exception:  # it decoded once for the faces: a fault here must not lose them
+        log.exception("decoding photo %s for its bibs failed; it keeps its faces, no bibs", photo_id)
+        return []
+    try:
+        return _read_bibs(ctx, photo_id, image, faces)
+    finally:
+        image.close()
+
+
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def analyse_batch(images: dict[str, Image.Image], ctx: ProcessingContext) -> dict[str, list[FaceResult] | Exception]:
-    """Faces per photo, the batch through the networks together; if the batch raises, each photo
-    alone, so one bad image costs only its own result."""
+Analysis = PhotoAnalysis | ImageDecodeError
+
+
+def analyse_batch(files: dict[str, Path], ctx: ProcessingContext) -> dict[str, Analysis | Exception]:
+    """Faces per photo (models/pipeline.py: analyse_files, JPEG drafts), the batch through the
+    networks together; if the batch raises, each photo alone, so one bad image costs only its
+    own result."""
     settings = ctx.settings
 
-    def analyse(ids: list[str]) -> list[list[FaceResult]]:
-        return analyse_images([images[i] for i in ids], ctx.backend, detect_long_side=settings.detect_long_side,
-                              min_face_px=settings.min_face_px)
+    def analyse(ids: list[str]) -> list[Analysis]:
+        return analyse_files([files[i] for i in ids], ctx.backend, max_pixels=settings.max_image_pixels,
+                             detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px)
 
-    ids = list(images)
+    ids = list(files)
     try:
         return dict(zip(ids, analyse(ids)))
     except Exception as exc:
         if len(ids) == 1:
             return {ids[0]: exc}
         log.warning("a batch of %d photos failed (%s); analysing them one by one", len(ids), describe(exc))
-    results: dict[str, list[FaceResult] | Exception] = {}
+    results: dict[str, Analysis | Exception] = {}
     for photo_id in ids:
         try:
             results[photo_id] = analyse([photo_id])[0]
@@ -146,25 +167,31 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
                 claimed[photo.id] = _Claimed(photo.storage_key, photo.event_id)
     outcomes = {pid: "skipped" for pid in photo_ids if pid not in claimed}
 
-    images: dict[str, Image.Image] = {}
-    for photo_id, photo in claimed.items():
-        try:
-            images[photo_id] = _decode(ctx.store, photo.storage_key, settings.max_image_pixels)
-        except ImageDecodeError as exc:
-            outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
-        except Exception as exc:  # e.g. the object store answering an error
-            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
-
-    analysed = analyse_batch(images, ctx) if images else {}
-    for photo_id, faces in analysed.items():
-        image = images.pop(photo_id)
-        if isinstance(faces, Exception):
-            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, faces)
+    with ExitStack() as stack:
+        files: dict[str, Path] = {}
+        for photo_id, photo in claimed.items():
+            try:
+                files[photo_id] = _local_file(stack, ctx.store, photo.storage_key)
+            except ImageDecodeError as exc:
+                outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
+            except Exception as exc:  # e.g. the object store answering an error
+                outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
+        analysed = analyse_batch(files, ctx) if files else {}
+        reads: dict[str, list[bibs.BibRead]] = {}
+        if ctx.bib_reader is not None:  # bibs want full resolution: one photo decoded at a time
+            for photo_id, analysis in analysed.items():
+                if isinstance(analysis, PhotoAnalysis):
+                    reads[photo_id] = _read_bibs_file(ctx, photo_id, files[photo_id], analysis.faces)
+    for photo_id, analysis in analysed.items():
+        if isinstance(analysis, ImageDecodeError):
+            outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{analysis.code}: {analysis.detail}")
+            continue
+        if isinstance(analysis, Exception):
+            outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, analysis)
             continue
         try:
-            reads = _read_bibs(ctx, photo_id, image, faces)
-            outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id].event_id, image, faces, reads,
-                                                task_id)
+            outcomes[photo_id] = _store_results(ctx, photo_id, claimed[photo_id].event_id, analysis,
+                                                reads.get(photo_id, []), task_id)
         except OperationalError:
             raise  # the database is down: Celery retries the task, which takes its claims back
         except Exception as exc:
@@ -172,15 +199,17 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
     return outcomes
 
 
-def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, image: Image.Image,
-                   faces: list[FaceResult], reads: list[bibs.BibRead], task_id: str) -> str:
+def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysis: PhotoAnalysis,
+                   reads: list[bibs.BibRead], task_id: str) -> str:
+    """Previews from the detection draft, then faces, bib reads, status and matches in one transaction."""
     preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
     thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
-    ctx.store.put_bytes(preview_key, render_jpeg(image, PREVIEW_LONG_SIDE))
-    ctx.store.put_bytes(thumb_key, render_jpeg(image, THUMB_LONG_SIDE))
+    ctx.store.put_bytes(preview_key, render_jpeg(analysis.preview, PREVIEW_LONG_SIDE))
+    ctx.store.put_bytes(thumb_key, render_jpeg(analysis.preview, THUMB_LONG_SIDE))
+    width, height = analysis.size
     with unit_of_work(ctx.make_session, ctx.sender) as uow:
         # first statement: the conditional write that proves the claim is still ours
-        photo = photo_service.mark_done(uow, photo_id, task_id=task_id, width=image.width, height=image.height,
+        photo = photo_service.mark_done(uow, photo_id, task_id=task_id, width=width, height=height,
                                         preview_key=preview_key, thumb_key=thumb_key)
         if photo is None:
             if uow.session.get(Photo, photo_id) is None:  # deleted (DELETE /photos or /events) meanwhile
@@ -188,15 +217,27 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, image: 
                 ctx.store.delete(thumb_key)
                 return "deleted"
             return "lost_claim"  # our claim went stale and another task took over
-        face_list = face_rows(photo_id, event_id, ctx.backend.model_id, faces)
+        face_list = face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces)
         photo_service.replace_faces(uow, photo, face_list)
         if ctx.bib_reader is not None:
             uow.session.flush()  # face ids for the reads that belong to a face
             photo_service.replace_bib_reads(
                 uow, photo, bib_rows(photo_id, event_id, ctx.bib_reader.model_id, reads, face_list))
-        matching.on_photo_done(uow, photo)  # its faces against the event's runners (locks the event)
-        webhooks.photos_finished(uow, event_id)
+        matching.on_photo_done(uow, photo)  # its faces against the event's runners (shared event lock)
+    _done_photo_finished(ctx, event_id)
     return "done"
+
+
+def _done_photo_finished(ctx: ProcessingContext, event_id: str) -> None:
+    """`event.processed`, checked after the photo's own commit: photos of one event finish under
+    a shared lock (matching.py), so two last photos would each see the other still processing.
+    Whichever check runs after both commits sees none busy and emits, under the exclusive lock."""
+    with unit_of_work(ctx.make_session, ctx.sender) as uow:
+        busy = uow.session.scalar(select(func.count()).select_from(Photo).where(
+            Photo.event_id == event_id, Photo.status.in_((PhotoStatus.pending.value, PhotoStatus.processing.value))))
+        if not busy:
+            matching.lock_event(uow, event_id)
+            webhooks.photos_finished(uow, event_id)
 
 
 def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: str) -> str:
@@ -204,6 +245,8 @@ def _finish_failed(ctx: ProcessingContext, photo_id: str, task_id: str, error: s
         ours = photo_service.mark_failed(uow, photo_id, task_id=task_id, error=error)
         if ours:
             _failed_photo_finished(uow, photo_id)
+        elif uow.session.get(Photo, photo_id) is None:
+            return "deleted"  # deleted meanwhile, its original with it (hence the error)
     log.info("photo %s failed: %s", photo_id, error)
     return "failed" if ours else "lost_claim"
 

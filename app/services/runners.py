@@ -136,7 +136,7 @@ def enrol(uow: UnitOfWork, event_id: str, form: RunnerCreate, face: FaceResult, 
     """
     require_consent(form)
     privacy.check_enrolment_open(event_service.get_event(uow, event_id))
-    matching.lock_event(uow, event_id)  # the lock is held only for the write
+    matching.runners_changed(uow, event_id)  # locks the event; workers reload its runners (matching.py)
     # the same e-mail re-enrols; a start-list runner without an e-mail is completed by their bib
     runner = find_by_email(uow, event_id, str(form.email)) or start_list.claim_for_selfie(uow, event_id, bib=form.bib)
     created = runner is None
@@ -199,7 +199,7 @@ def delete_runner(uow: UnitOfWork, store: PhotoStore, runner_id: str, *, outbox_
     other faces in them. A concurrent second erasure waits on the event lock, then gets NotFound.
     """
     runner = get_runner(uow, runner_id)
-    event = matching.lock_event(uow, runner.event_id)
+    event = matching.runners_changed(uow, runner.event_id)  # locks the event; workers reload its runners
     if uow.session.scalar(select(Runner.id).where(Runner.id == runner_id)) is None:
         raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")  # erased meanwhile
     photo_ids = list(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))

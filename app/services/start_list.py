@@ -32,6 +32,7 @@ from app.db import Runner, utcnow
 from app.db.session import UnitOfWork
 from app.errors import PayloadTooLarge, Unprocessable
 from app.services import events as event_service
+from app.services import matching
 from models.bibs import canonical_bib
 from app.jobs import MATCH_RUNNER
 
@@ -142,6 +143,7 @@ def _check(fields: list[str], header: list[str], index: dict[str, int], seen_bib
 def import_start_list(uow: UnitOfWork, event_id: str, data: bytes) -> ImportResult:
     """Create or update the event's runners from a start list; queue matching for each."""
     event_service.get_event(uow, event_id)
+    matching.runners_changed(uow, event_id)  # locks the event; workers reload its runners (matching.py)
     rows, rejected = parse(data)
     result = ImportResult(rejected=list(rejected))
     session = uow.session

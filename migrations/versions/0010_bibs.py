@@ -1,14 +1,14 @@
 """bib numbers: bib_reads, match source, bib-only matches, start-list runners, event setting
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0010'
-down_revision = '0008'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

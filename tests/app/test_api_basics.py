@@ -38,7 +38,8 @@ def test_event_create_and_read_with_stats(client, settings):
     assert event["match_threshold"] == settings.default_match_threshold
     assert event["stats"] == {"photos": 0, "photos_pending": 0, "photos_processing": 0, "photos_done": 0,
                               "photos_failed": 0, "faces": 0, "runners": 0, "matches": 0,
-                              "emails_queued": 0, "emails_sent": 0, "emails_failed": 0, "emails_uncertain": 0}
+                              "emails_queued": 0, "emails_sent": 0, "emails_failed": 0, "emails_uncertain": 0,
+                              "rematch_total": 0, "rematch_done": 0}
     again = client.get(f"/api/v1/events/{event['id']}").json()
     assert again["id"] == event["id"] and again["created_at"] == event["created_at"]
 

@@ -21,7 +21,8 @@ from app.main import create_app
 from app.services import matching
 from app.services.processing import ProcessingContext, process_photos
 from tests.conftest import new_api_key
-from app.jobs import MATCH_RUNNER
+from app.jobs import MATCH_RUNNER, REMATCH_EVENT
+from worker.tasks import run_rematch
 
 # --- the assignment rules (pure numpy) ----------------------------------------------------------
 
@@ -133,6 +134,8 @@ class InlineSender:
         if task_name == MATCH_RUNNER:
             with unit_of_work(self.make_session, self) as uow:  # as the task: it sends webhooks
                 matching.match_runner(uow, *args)
+        elif task_name == REMATCH_EVENT:
+            run_rematch(self.make_session, *args)
 
 
 class World:
@@ -241,8 +244,12 @@ def test_threshold_change_recomputes_and_keeps_not_me(world):
     url = f"/api/v1/events/{event['id']}"
 
     strict = world.client.patch(url, json={"match_threshold": 0.95})
-    assert strict.status_code == 200 and strict.json()["match_threshold"] == 0.95
-    assert strict.json()["stats"]["matches"] == 0
+    # answered before the rematch, which runs as a background task (here right after the commit)
+    assert strict.status_code == 202 and strict.json()["match_threshold"] == 0.95
+    assert strict.json()["stats"]["rematch_done"] == 0 < strict.json()["stats"]["rematch_total"]
+    stats = world.client.get(url).json()["stats"]
+    assert stats["matches"] == 0 and stats["rematch_done"] == stats["rematch_total"] == len(photo_ids)
+    assert world.client.patch(url, json={"name": "Same threshold"}).status_code == 200
     back = world.client.patch(url, json={"match_threshold": event["match_threshold"], "name": "Renamed"}).json()
     assert back["name"] == "Renamed" and world.found(runners, photo_ids) == EXPECTED
 
@@ -267,5 +274,6 @@ def test_vectors_of_another_model_are_never_compared(world):
 
     with unit_of_work(world.app.state.make_session) as uow:
         uow.session.get(Runner, runner["id"]).model_id = "some-older-model"
+        matching.runners_changed(uow, event["id"])  # as every writer of runners does (worker caches)
     world.process(list(photo_ids.values()))
     assert world.matches(runner["id"]) == []

@@ -175,6 +175,7 @@ def make_match(sessions, *, runner: Runner, photo: Photo, similarity: float = 0.
         face = Face(photo_id=photo.id, event_id=photo.event_id, x1=10, y1=10, x2=110, y2=110, score=0.99,
                     size_px=100, landmarks=[], embedding=b"\0" * 16, model_id="fake")
         uow.session.add(face)
+        uow.session.get(Photo, photo.id).face_count += 1  # as photo_service.replace_faces keeps it
         uow.session.flush()
         match = Match(event_id=photo.event_id, runner_id=runner.id, photo_id=photo.id, face_id=face.id,
                       similarity=similarity)

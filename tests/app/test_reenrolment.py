@@ -129,13 +129,13 @@ def test_a_photo_deleted_while_the_networks_run_leaves_no_files_and_no_error(wor
 
     event = world.event()
     photo_id = world.upload(event["id"], {"e.jpg": EVENT_PHOTOS["e.jpg"]})["e.jpg"]
-    real = processing.analyse_images
+    real = processing.analyse_files
 
     def delete_meanwhile(*args, **kwargs):
         assert world.client.delete(f"/api/v1/photos/{photo_id}").status_code == 204
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(processing, "analyse_images", delete_meanwhile)
+    monkeypatch.setattr(processing, "analyse_files", delete_meanwhile)
     state = world.app.state
     ctx = processing.ProcessingContext(world.settings, state.make_session, state.store,
                                        load_face_backend(world.settings), world.sender)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 from PIL import Image
 
 from models.fake import FakeBackend, paint_face
-from models.pipeline import FaceResult, analyse_images
+from models.image import ImageDecodeError
+from models.pipeline import FaceResult, analyse_files, analyse_images
 from models.types import Detection
 from models.yunet_sface import YunetSfaceBackend
 from tests.models.helpers import iou
@@ -95,3 +97,59 @@ def test_real_detection_at_lower_resolution_maps_back(yunet_sface: YunetSfaceBac
         assert float(face.embedding @ twin.embedding) >= 0.9  # crops come from the same full image
         x1, y1, x2, y2 = face.box
         assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
+
+
+# --- analyse_files: photos on disk, JPEG drafts ---------------------------------------------------
+
+
+class CropSizeSpy(SpyBackend):
+    crop_px = 112  # as YuNet + SFace: crops may come from a reduced decode where faces stay this big
+
+
+def jpeg(tmp_path: Path, name: str, img: Image.Image, **params) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path / name
+    img.save(path, "JPEG", quality=95, **params)
+    return path
+
+
+def test_files_detect_on_a_draft_of_the_detection_size_and_crop_from_it_when_faces_are_large(tmp_path) -> None:
+    spy = CropSizeSpy()
+    big = jpeg(tmp_path, "big.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1), ((3000, 2000, 3480, 2480), 2)]))
+    small = jpeg(tmp_path, "small.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1), ((3000, 2000, 3060, 2060), 2)]))
+    big_result, small_result = analyse_files([big, small], spy, max_pixels=10**8, detect_long_side=1600)
+    # the 1/2 draft (2000 px) is shrunk to the 1600 px the detector always saw
+    assert spy.detect_shapes == [(1200, 1600, 3), (1200, 1600, 3)]
+    # 480 px faces: crops straight from the draft (no second decode); a 60 px face needs full resolution
+    assert spy.crop_shapes == [(1500, 2000, 3), (3000, 4000, 3)]
+    assert sorted(f.box for f in big_result.faces)[1] == pytest.approx((3000, 2000, 3480, 2480), abs=8)
+    assert sorted(f.box for f in small_result.faces)[1] == pytest.approx((3000, 2000, 3060, 2060), abs=8)
+    assert big_result.size == (4000, 3000) and big_result.preview.size == (2000, 1500)
+    assert spy.embed_calls == [4]  # one embedding batch for the whole call
+
+
+def test_files_keep_exif_orientation_and_report_broken_photos_in_place(tmp_path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: stored 4000x3000, shown 3000x4000
+    rotated = jpeg(tmp_path, "rotated.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1)]), exif=exif)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(rotated.read_bytes()[:5000])
+    good, bad = analyse_files([rotated, broken], FakeBackend(), max_pixels=10**8)
+    assert isinstance(bad, ImageDecodeError) and bad.code == "corrupt_image"
+    assert good.size == (3000, 4000) and good.preview.size == (1500, 2000)
+    [face] = good.faces
+    x1, y1, x2, y2 = face.box  # (400, 300)-(900, 800) turned 90 degrees clockwise in a 3000 px wide frame
+    assert (x1, y1, x2, y2) == pytest.approx((3000 - 800, 400, 3000 - 300, 900), abs=8)
+
+
+def test_files_find_the_same_real_faces_as_a_full_decode(tmp_path, yunet_sface: YunetSfaceBackend,
+                                                         group_photos: dict[str, Image.Image]) -> None:
+    photo = group_photos["groups/human_group1.jpg"]
+    upscaled = photo.resize((photo.width * 2, photo.height * 2), Image.Resampling.BICUBIC)  # 3840 px
+    path = jpeg(tmp_path, "group.jpg", upscaled)
+    reference = analyse_images([Image.open(path).convert("RGB")], yunet_sface)[0]
+    [result] = analyse_files([path], yunet_sface, max_pixels=10**8)
+    assert len(result.faces) == len(reference) >= 12
+    for face in reference:
+        twin = max(result.faces, key=lambda f: iou(face.box, f.box))
+        assert iou(face.box, twin.box) >= 0.8
+        assert float(face.embedding @ twin.embedding) >= 0.9

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from models.image import downscale
-from models.onnx_to_torch import dequantize
+from models.onnx_fold import dequantize
 from models.types import Detection
 from models.yunet_sface import YunetSfaceBackend
 from tests.models.helpers import best_ious, rgb

@@ -103,11 +103,11 @@ def role(name: str, settings: Settings, event_id: str, photo_ids: list[str], bar
             for identity in IDENTITIES:
                 form = RunnerCreate(name=f"Runner {identity}", email=f"r{identity}@example.org", consent=True)
 
+                face = runners.analyse_selfie(png([identity], 300), FakeBackend(), settings)
+
                 def enrol_one() -> None:
                     with unit_of_work(make_session, sender) as uow:
-                        backend = FakeBackend()
-                        face = runners.analyse_selfie(png([identity], 300), backend, settings)
-                        runners.enrol(uow, event_id, form, face, backend.model_id, privacy.Consent.on_page(None))
+                        runners.enrol(uow, event_id, form, face, FakeBackend().model_id, privacy.Consent.on_page(None))
                 retried(enrol_one)
         elif name == "threshold":
             for threshold in (0.6, 0.4, 0.7, 0.5) * 2:

@@ -32,6 +32,7 @@ from app.db.session import make_engine, make_sessionmaker
 from app.main import create_app
 from tests.conftest import (free_port, make_settings, new_api_key, service_env, start_process, stop_process,
                             wait_until_processed)
+from worker.dispatch import PHOTOS_QUEUE
 
 # Short enough that the sweeper acts within seconds (10 s is the settings' floor).
 STALE_AFTER_S = 10
@@ -70,7 +71,7 @@ class PrivateRedis:
             self.process.wait()
 
     def queue_length(self) -> int:
-        return redis.Redis(port=self.port).llen("celery")  # Celery's default queue
+        return redis.Redis(port=self.port).llen(PHOTOS_QUEUE)  # where PROCESS_PHOTO travels
 
 
 @pytest.fixture

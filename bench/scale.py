@@ -1,0 +1,336 @@
+"""Matching at event scale on PostgreSQL (a benchmark, not a test): prints numbers for people.
+
+    .venv/bin/python bench/scale.py [--small] [--url postgresql+psycopg://postgres@127.0.0.1/postgres]
+
+Creates a scratch database, fills one synthetic event with runners and processed photos (20k
+runners and 1M faces; --small: 2k and 100k) through COPY, then measures with the project's own
+services (app/services/matching.py):
+1. per-photo matching (`on_photo_done`): cold (runner matrix loaded) and warm (cached), ms;
+2. a new runner (`match_runner`): ms and the peak memory of the process that ran it;
+3. a threshold change: the PATCH's own transaction and the background rematch (all chunks);
+4. the matching step's photos/s with 1 and 2 worker processes on the same event.
+Wall and CPU time are both printed: the machine is shared, so judge the per-core cost by CPU.
+Embeddings are random unit vectors; each runner appears (cosine about 0.6) in some photos.
+The scratch database is dropped at the end. Last line:
+`matching: X photos/s with 1 worker, Y with 2 (ratio R) at N runners, M faces`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing as mp
+import os
+import resource
+import secrets
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker process, as in production
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from app.db import Event, Organisation, Photo, Runner  # noqa: E402
+from app.db.base import new_id, utcnow  # noqa: E402
+from app.db.migrate import upgrade_to_head  # noqa: E402
+from app.db.session import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
+from app.services import matching  # noqa: E402
+
+DIM = 128
+FACES_PER_PHOTO = 18
+THRESHOLD = 0.48
+MODEL_ID = "yunet-2023mar+sface-2021dec"
+SHARE_OF_RUNNER_FACES = 0.3  # faces that belong to an enrolled runner; the rest are bystanders
+TIMED_PHOTOS = 200  # photos held back (faces stored, not yet matched) for the per-photo timings
+
+
+class Recorder:
+    """A task sender that only records (REMATCH_EVENT is run here by hand)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple]] = []
+
+    def send(self, task_name: str, *args: object) -> None:
+        self.sent.append((task_name, args))
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def copy_rows(raw, table: str, columns: list[str], rows) -> None:  # type: ignore[no-untyped-def]
+    """COPY text-format rows (already escaped) into `table`."""
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        buf = io.StringIO()
+        for n, row in enumerate(rows, 1):
+            buf.write("\t".join(row))
+            buf.write("\n")
+            if n % 20_000 == 0:
+                copy.write(buf.getvalue())
+                buf = io.StringIO()
+        copy.write(buf.getvalue())
+
+
+def bytea(vector: np.ndarray) -> str:
+    return "\\\\x" + vector.astype(np.float32).tobytes().hex()
+
+
+def fill(url: str, n_runners: int, n_faces: int, seed: int = 7) -> tuple[str, list[str], np.ndarray]:
+    """The event, its runners and photos; returns (event id, held-back photo ids, identities)."""
+    rng = np.random.default_rng(seed)
+    engine = make_engine(url)
+    with unit_of_work(make_sessionmaker(engine)) as uow:
+        organisation = Organisation(name="Scale test", slug=f"scale-{secrets.token_hex(4)}")
+        uow.session.add(organisation)
+        uow.session.flush()
+        event = Event(name="Scale test", slug=f"scale-{secrets.token_hex(4)}", match_threshold=THRESHOLD,
+                      organisation_id=organisation.id)
+        uow.session.add(event)
+        uow.session.flush()
+        event_id = event.id
+    identities = unit(rng, n_runners)
+    now = utcnow().isoformat()
+    earlier = (utcnow() - timedelta(hours=1)).isoformat()  # processed an hour ago, as after a race
+    raw = engine.raw_connection()
+    try:
+        copy_rows(raw.driver_connection, "runners",
+                  ["id", "event_id", "name", "email", "consent_at", "embedding", "model_id", "matched_at", "created_at"],
+                  ([new_id(), event_id, f"Runner {i}", f"r{i}@example.org", now, bytea(identities[i]), MODEL_ID, now, now]
+                   for i in range(n_runners)))
+        n_photos = n_faces // FACES_PER_PHOTO
+        photo_ids = [new_id() for _ in range(n_photos)]
+        held = set(photo_ids[-TIMED_PHOTOS:])
+        copy_rows(raw.driver_connection, "photos",
+                  ["id", "event_id", "filename", "sha256", "size_bytes", "content_type", "storage_key", "status",
+                   "queued_at", "attempts", "processed_at", "created_at", "face_count", "width", "height"],
+                  ([pid, event_id, f"{pid}.jpg", secrets.token_hex(32), "5000000", "image/jpeg", f"events/{event_id}/{pid}",
+                    "processing" if pid in held else "done", earlier, "1", earlier, earlier, str(FACES_PER_PHOTO),
+                    "6000", "4000"]
+                   for pid in photo_ids))
+
+        def faces():  # type: ignore[no-untyped-def]
+            landmarks = "[[10,10],[20,10],[15,15],[11,20],[19,20]]"
+            for start in range(0, n_photos, 1000):
+                block = photo_ids[start:start + 1000]
+                vectors = unit(rng, len(block) * FACES_PER_PHOTO)
+                owners = rng.integers(0, n_runners, len(vectors))
+                mine = rng.random(len(vectors)) < SHARE_OF_RUNNER_FACES
+                vectors[mine] = vectors[mine] * 0.8 + identities[owners[mine]] * 0.6  # cosine ~0.6 to the runner
+                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                for k, vector in enumerate(vectors):
+                    yield [new_id(), block[k // FACES_PER_PHOTO], event_id, "0", "0", "100", "100", "0.9", "100",
+                           landmarks, bytea(vector), MODEL_ID]
+
+        copy_rows(raw.driver_connection, "faces",
+                  ["id", "photo_id", "event_id", "x1", "y1", "x2", "y2", "score", "size_px", "landmarks", "embedding",
+                   "model_id"], faces())
+        raw.commit()
+    finally:
+        raw.close()
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+    return event_id, sorted(held), identities
+
+
+def initial_matches(url: str, event_id: str) -> float:
+    """Every done photo matched once (what the workers would have written); returns seconds."""
+    engine = make_engine(url)
+    started = time.perf_counter()
+    with unit_of_work(make_sessionmaker(engine), Recorder()) as uow:
+        matching.rematch_event(uow, matching.lock_event(uow, event_id))
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) -> None:  # type: ignore[no-untyped-def]
+    """One worker process: `on_photo_done` per photo, one transaction each, as processing does."""
+    engine = make_engine(url)
+    make_session = make_sessionmaker(engine)
+    with unit_of_work(make_session) as uow:  # warm the runner cache off the clock
+        matching.runner_cache.get(uow, event_id, MODEL_ID, matching.read_event_state(uow, event_id).runners_version)
+    lock_wait = [0.0]
+    share_event = matching.share_event
+
+    def timed_share_event(uow, event_id):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return share_event(uow, event_id)
+        finally:
+            lock_wait[0] += time.perf_counter() - t
+
+    matching.share_event = timed_share_event  # how long the shared lock kept this worker waiting
+    start.wait()
+    c0, w0 = time.process_time(), time.perf_counter()
+    for photo_id in photo_ids:
+        with unit_of_work(make_session) as uow:
+            photo = uow.session.get(Photo, photo_id)
+            matching.on_photo_done(uow, photo)
+            photo.status = "done"
+    results.put((len(photo_ids), time.perf_counter() - w0, time.process_time() - c0, lock_wait[0]))
+    engine.dispose()
+
+
+def reset_photos(url: str, photo_ids: list[str]) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM matches WHERE photo_id = ANY(:ids)"), {"ids": photo_ids})
+        conn.execute(text("UPDATE photos SET status = 'processing' WHERE id = ANY(:ids)"), {"ids": photo_ids})
+    engine.dispose()
+
+
+def throughput(url: str, event_id: str, photo_ids: list[str], workers: int) -> tuple[float, float, float]:
+    """Matching photos/s (wall), CPU ms per photo and lock-wait ms per photo with `workers`
+    processes on one event."""
+    reset_photos(url, photo_ids)
+    ctx = mp.get_context("fork")
+    start, results = ctx.Barrier(workers + 1), ctx.Queue()
+    procs = [ctx.Process(target=match_photos, args=(url, event_id, photo_ids[i::workers], start, results))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    rows = [results.get() for _ in procs]
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    n = sum(r[0] for r in rows)
+    return n / wall, 1000 * sum(r[2] for r in rows) / n, 1000 * sum(r[3] for r in rows) / n
+
+
+def per_photo(url: str, event_id: str, photo_ids: list[str]) -> None:
+    reset_photos(url, photo_ids)
+    engine = make_engine(url)
+    make_session = make_sessionmaker(engine)
+    matching.runner_cache.clear()
+    times = []
+    for photo_id in photo_ids[:50]:
+        c0, w0 = time.process_time(), time.perf_counter()
+        with unit_of_work(make_session) as uow:
+            matching.on_photo_done(uow, uow.session.get(Photo, photo_id))
+        times.append((time.perf_counter() - w0, time.process_time() - c0))
+    engine.dispose()
+    cold, warm = times[0], np.median(np.array(times[1:]), axis=0)
+    print(f"per-photo matching ({FACES_PER_PHOTO} faces): cold {1000 * cold[0]:.0f} ms (runner matrix loaded), "
+          f"warm median {1000 * warm[0]:.1f} ms wall, {1000 * warm[1]:.1f} ms CPU", flush=True)
+
+
+def new_runner_child(url: str, event_id: str, vectors: list[np.ndarray], results) -> None:  # type: ignore[no-untyped-def]
+    """Two new runners in one matching worker: the first builds the event's face matrix (cold),
+    the second finds it in memory (warm, only photos processed since are read)."""
+    engine = make_engine(url)
+    make_session = make_sessionmaker(engine)
+    for vector in vectors:
+        results.put(_one_new_runner(make_session, event_id, vector))
+    engine.dispose()
+
+
+def _one_new_runner(make_session, event_id: str, vector: np.ndarray) -> tuple:  # type: ignore[no-untyped-def]
+    with unit_of_work(make_session) as uow:
+        matching.runners_changed(uow, event_id)
+        runner = Runner(event_id=event_id, name="New", email="new@example.org", consent_at=utcnow(),
+                        embedding=vector.astype(np.float32).tobytes(), model_id=MODEL_ID)
+        uow.session.add(runner)
+        uow.session.flush()
+        runner_id = runner.id
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    c0, w0 = time.process_time(), time.perf_counter()
+    with unit_of_work(make_session) as uow:
+        found = matching.match_runner(uow, runner_id)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with unit_of_work(make_session) as uow:  # how many photos the search handed to the rematch
+        candidates = len(matching.candidate_photos(uow, event_id, MODEL_ID, vector, THRESHOLD - matching.CANDIDATE_MARGIN))
+    return found, candidates, wall, cpu, before, peak
+
+
+def new_runner(url: str, event_id: str, identities: np.ndarray) -> None:
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    noise = unit(np.random.default_rng(1), 2)
+    vectors = [identities[i] * 0.9 + noise[i] * 0.43 for i in (0, 1)]  # twins of runners 0 and 1
+    p = ctx.Process(target=new_runner_child, args=(url, event_id, [v / np.linalg.norm(v) for v in vectors], results))
+    p.start()
+    for label in ("first (builds the face matrix)", "second (matrix in memory)"):
+        found, candidates, wall, cpu, before, peak = results.get()
+        print(f"new runner, {label}: {1000 * wall:.0f} ms wall, {1000 * cpu:.0f} ms CPU, {candidates} candidate "
+              f"photos rematched, {found} matches (the twin's runner keeps the faces); "
+              f"process peak RSS {peak:.0f} MiB ({peak - before:+.0f} MiB during the call)", flush=True)
+    p.join()
+
+
+def threshold_change(url: str, event_id: str) -> None:
+    from worker.tasks import run_rematch
+
+    engine = make_engine(url)
+    make_session = make_sessionmaker(engine)
+    w0 = time.perf_counter()
+    with unit_of_work(make_session, Recorder()) as uow:
+        matching.update_event(uow, event_id, match_threshold=THRESHOLD + 0.02)
+    request = time.perf_counter() - w0
+    c0, w0 = time.process_time(), time.perf_counter()
+    chunks = run_rematch(make_session, event_id)
+    print(f"threshold change: request transaction {1000 * request:.0f} ms; background rematch "
+          f"{time.perf_counter() - w0:.1f} s wall, {time.process_time() - c0:.1f} s CPU in {chunks} chunks", flush=True)
+    with unit_of_work(make_session, Recorder()) as uow:  # back, for the throughput runs
+        matching.update_event(uow, event_id, match_threshold=THRESHOLD)
+    run_rematch(make_session, event_id)
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="2k runners and 100k faces (a few minutes)")
+    parser.add_argument("--url", default=os.environ.get("FINISHLINE_TEST_POSTGRES",
+                                                        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--runners", type=int, default=None)
+    parser.add_argument("--faces", type=int, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="skip the two whole-event passes (initial matching, threshold rematch): each is "
+                             "photos x faces x runners of CPU, long on a shared 2-core machine at full size")
+    args = parser.parse_args()
+    n_runners = args.runners or (2_000 if args.small else 20_000)
+    n_faces = args.faces or (100_000 if args.small else 1_000_000)
+
+    name = f"finishline_scale_{secrets.token_hex(4)}"
+    admin = create_engine(args.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = args.url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade_to_head(url)
+        t0 = time.perf_counter()
+        event_id, held, identities = fill(url, n_runners, n_faces)
+        print(f"filled {n_runners} runners, {n_faces} faces in {n_faces // FACES_PER_PHOTO} photos "
+              f"in {time.perf_counter() - t0:.0f} s", flush=True)
+        if not args.quick:
+            print(f"initial matching of every photo: {initial_matches(url, event_id):.1f} s", flush=True)
+        per_photo(url, event_id, held)
+        new_runner(url, event_id, identities)
+        if not args.quick:
+            threshold_change(url, event_id)
+        one, cpu1, wait1 = throughput(url, event_id, held, 1)
+        two, cpu2, wait2 = throughput(url, event_id, held, 2)
+        print(f"matching step per photo: CPU {cpu1:.1f} ms with 1 worker, {cpu2:.1f} ms with 2; taking the shared "
+              f"event lock {wait1:.2f} ms with 1, {wait2:.2f} ms with 2 (load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores, PostgreSQL on the same cores)")
+        print(f"matching: {one:.1f} photos/s with 1 worker, {two:.1f} with 2 (ratio {two / one:.2f}) "
+              f"at {n_runners} runners, {n_faces} faces")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
