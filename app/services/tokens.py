@@ -14,19 +14,30 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Literal
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
 from app.errors import NotFound
 
 Purpose = Literal["gallery", "delete", "unsubscribe"]
 DELETE_LINK_DAYS = 30
 LIFETIMES: dict[str, timedelta] = {"delete": timedelta(days=DELETE_LINK_DAYS)}
+DAY = 86400
+
+
+class _DaySigner(TimestampSigner):
+    """Signs with the day, not the second: a runner's gallery link is the same string all day
+    (API.md: enrolling again keeps the same gallery link), and still expires with the event's
+    retention, give or take that day."""
+
+    def get_timestamp(self) -> int:
+        return super().get_timestamp() // DAY * DAY
 
 
 def _serializer(keys: str | Sequence[str], purpose: Purpose) -> URLSafeTimedSerializer:
     keys = [keys] if isinstance(keys, str) else list(keys)
     # itsdangerous signs with the *last* key and tries all; our list is newest first.
-    return URLSafeTimedSerializer(keys[::-1], salt=f"finishline-{purpose}",
+    signer = TimestampSigner if purpose == "delete" else _DaySigner
+    return URLSafeTimedSerializer(keys[::-1], salt=f"finishline-{purpose}", signer=signer,
                                   signer_kwargs={"digest_method": hashlib.sha256})
 
 
