@@ -207,13 +207,14 @@ def stop_process(process: subprocess.Popen, sig=None, timeout: float = 40) -> in
 
 
 @contextmanager
-def live_server(app) -> Iterator[str]:
+def live_server(app, *, lifespan: str = "auto") -> Iterator[str]:
     """`app` served by uvicorn on a loopback port in a thread; yields its base URL."""
     import threading
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           lifespan=lifespan))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -17,20 +17,17 @@ import json
 import os
 import shutil
 import tempfile
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from app.db.session import unit_of_work
 from app.face_backend import load_face_backend
 from app.services import matching
 from app.services.processing import ProcessingContext, process_photos
-from tests.conftest import free_port
+from tests.conftest import live_server as serve
 from worker.dispatch import MATCH_RUNNER, PROCESS_PHOTO
 
 CHROMIUM = shutil.which("chromium")
@@ -64,21 +61,9 @@ class WithCsp:
         await self.app(scope, receive, send_with_csp if scope["type"] == "http" else send)
 
 
-@contextmanager
 def live_server(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(WithCsp(app), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    """The app under the enforced CSP (WithCsp), served like tests.conftest.live_server."""
+    return serve(WithCsp(app), lifespan="off")
 
 
 @contextmanager
