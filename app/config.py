@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     face_backend: Literal["yunet-sface", "facenet"] = Field(
         "yunet-sface", validation_alias=_env("FINISHLINE_FACE_BACKEND")
     )
+    # what runs YuNet + SFace: "auto" is openvino on CPU and torch on CUDA (models/yunet_sface.py)
+    face_engine: Literal["auto", "openvino", "opencv", "torch"] = Field(
+        "auto", validation_alias=_env("FINISHLINE_FACE_ENGINE")
+    )
     facenet_weights: Literal["casia", "vggface2"] = Field(
         "casia", validation_alias=_env("FINISHLINE_FACENET_WEIGHTS")
     )

@@ -12,4 +12,5 @@ def load_face_backend(settings: Settings) -> FaceBackend:
 
     return get_backend(settings.face_backend, device=resolve_device(settings.device),
                        cache_dir=settings.model_cache_dir, batch_size=settings.embed_batch_size,
-                       weights=settings.facenet_weights)
+                       weights=settings.facenet_weights,
+                       engine=None if settings.face_engine == "auto" else settings.face_engine)

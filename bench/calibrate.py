@@ -1,6 +1,6 @@
 """Calibrate the match threshold of each face backend on ../shared/faces (not a test).
 
-    .venv/bin/python bench/calibrate.py [--faces ../shared/faces] [--backends yunet-sface,facenet]
+    .venv/bin/python bench/calibrate.py [--faces ../shared/faces] [--backends yunet-sface,facenet] [--engine opencv]
 
 Protocol. Identity photos are the selfies; event photos are canvases that paste the other photos
 of the same people next to strangers: photos of people who are not enrolled, and group photos
@@ -183,6 +183,7 @@ def main() -> int:
     parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
     parser.add_argument("--backends", default="yunet-sface,facenet")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "models")
+    parser.add_argument("--engine", default=None, help="yunet-sface's engine: openvino (default on CPU), opencv")
     args = parser.parse_args()
     from models.loader import get_backend
 
@@ -191,7 +192,7 @@ def main() -> int:
     chosen = {}
     for name in args.backends.split(","):
         try:
-            backend = get_backend(name, device="cpu", cache_dir=args.cache_dir)
+            backend = get_backend(name, device="cpu", cache_dir=args.cache_dir, engine=args.engine)
         except Exception as exc:  # noqa: BLE001 - a backend missing its weights is skipped, not fatal
             print(f"\n## {name}: not available ({exc})")
             continue

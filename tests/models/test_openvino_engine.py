@@ -1,0 +1,81 @@
+"""The openvino engine (the default on CPU) against OpenCV's reference, on the real shared photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.image import downscale
+from models.types import Detection
+from models.yunet_openvino import OpenvinoSface
+from models.weights import SFACE, verified_path
+from models.yunet_sface import YunetSfaceBackend
+from tests.models.helpers import best_ious, rgb
+
+
+@pytest.fixture(scope="module")
+def photos(group_photos: dict[str, Image.Image]) -> list[np.ndarray]:
+    return [rgb(downscale(img, 1600)[0]) for img in group_photos.values()]
+
+
+@pytest.fixture(scope="module")
+def reference(opencv_reference: YunetSfaceBackend, photos: list[np.ndarray]) -> list[list[Detection]]:
+    return opencv_reference.detect(photos)
+
+
+@pytest.fixture(scope="module")
+def crops(opencv_reference: YunetSfaceBackend, photos: list[np.ndarray],
+          reference: list[list[Detection]]) -> list[np.ndarray]:
+    found = [c for photo, faces in zip(photos, reference) for c in opencv_reference.crop_faces(photo, faces)]
+    assert len(found) >= 80
+    return found
+
+
+def confident(faces: list[Detection]) -> list[Detection]:
+    return [f for f in faces if f.score >= YunetSfaceBackend.min_detection_score]
+
+
+def test_default_cpu_engine_is_openvino(yunet_sface: YunetSfaceBackend) -> None:
+    assert yunet_sface.engine == "openvino"
+
+
+def test_detections_match_opencv(yunet_sface: YunetSfaceBackend, photos: list[np.ndarray],
+                                 reference: list[list[Detection]]) -> None:
+    found = yunet_sface.detect(photos)
+    assert len(found) == len(reference)
+    assert sum(len(confident(f)) for f in found) == sum(len(confident(r)) for r in reference)
+    for ref, got in zip(reference, found):
+        assert min(best_ious(confident(ref), got), default=1.0) >= 0.95
+        assert min(best_ious(confident(got), ref), default=1.0) >= 0.95
+        for r in confident(ref):
+            twin = max(got, key=lambda g: best_ious([r], [g])[0])
+            assert np.abs(np.subtract(r.landmarks, twin.landmarks)).max() <= 1.0
+            assert abs(r.score - twin.score) <= 0.01
+
+
+def test_detections_come_best_first_and_odd_sizes_work(yunet_sface: YunetSfaceBackend,
+                                                       photos: list[np.ndarray]) -> None:
+    odd = photos[0][:517, :733]  # neither side a multiple of 32: padded like OpenCV pads
+    for faces in yunet_sface.detect([odd, photos[1]]):
+        scores = [f.score for f in faces]
+        assert scores == sorted(scores, reverse=True)
+    blank = np.zeros((240, 320, 3), np.uint8)
+    assert yunet_sface.detect([blank]) == [[]]
+
+
+def test_embeddings_match_opencv(yunet_sface: YunetSfaceBackend, opencv_reference: YunetSfaceBackend,
+                                 crops: list[np.ndarray]) -> None:
+    cosine = (opencv_reference.embed(crops) * yunet_sface.embed(crops)).sum(axis=1)
+    assert cosine.min() >= 0.999
+
+
+def test_fp32_sface_equals_opencv_and_any_batch_size(opencv_reference: YunetSfaceBackend,
+                                                     crops: list[np.ndarray]) -> None:
+    fp32 = OpenvinoSface(verified_path(SFACE), precision="f32")
+    batch = np.stack(crops[:7]).astype(np.float32)
+    whole = fp32.embed(batch)
+    one_by_one = np.concatenate([fp32.embed(batch[i:i + 1]) for i in range(len(batch))])
+    assert np.allclose(whole, one_by_one, atol=1e-4)
+    unit = whole / np.linalg.norm(whole, axis=1, keepdims=True)
+    assert (unit * opencv_reference.embed(crops[:7])).sum(axis=1).min() >= 0.9999
