@@ -35,6 +35,7 @@ from models.image import decode_image  # noqa: E402  (cv2 and Pillow only: safe 
 
 MAX_PIXELS = 60_000_000
 DETECT_LONG_SIDE = 1600
+SAME_CROPS = "embed (OpenCV, same crops: not in total)"
 
 
 def make_backend(spec: str, device: str, cache_dir: Path):  # type: ignore[no-untyped-def]
@@ -121,45 +122,46 @@ def steps(paths: list[Path]) -> None:
     import numpy as np
 
     from models.image import decode_reduced, render_jpeg, to_array
-    from models.pipeline import DRAFT_SHARE, crop_photo, detect_drafts, detect_faces
+    from models.pipeline import DRAFT_SHARE, crop_photo, crop_reduction, detect_drafts, detect_faces
     from models.yunet_sface import YunetSfaceBackend
 
     cv2.setNumThreads(1)
-    int8 = YunetSfaceBackend(sface_fp32=False)
-    fp32 = YunetSfaceBackend(sface_fp32=True)
-    int8.load()
-    fp32.load()
+    opencv = YunetSfaceBackend(engine="opencv")  # the path before issue 11: OpenCV DNN, int8 graphs
+    default = YunetSfaceBackend()  # what workers run now: openvino on CPU (models/yunet_openvino.py)
+    opencv.load()
+    default.load()
+    precision = default._embedder.precision
     warm = decode_image(paths[0], max_pixels=MAX_PIXELS)
-    int8.embed(int8.crop_faces(to_array(warm), detect_faces([warm], int8)[0]))
-    fp32.embed(fp32.crop_faces(to_array(warm), detect_faces([warm], fp32)[0]))
+    for backend in (opencv, default):
+        backend.embed(backend.crop_faces(to_array(warm), detect_faces([warm], backend)[0]))
     old, new = Clock(), Clock()
     old_faces, new_faces, old_vecs, new_vecs, reductions = [], [], [], [], []
     for path in paths:
-        # old: full decode, Pillow resize for detection, crops from the full image, int8 SFace
+        # old: full decode, Pillow resize for detection, crops from the full image, OpenCV engine
         image = old.run("decode (full)", decode_image, path, max_pixels=MAX_PIXELS)
-        found = old.run("detect (incl. resize)", detect_faces, [image], int8, detect_long_side=DETECT_LONG_SIDE)[0]
-        crops = old.run("crop (full image)", lambda: int8.crop_faces(to_array(image), found))
-        old_vecs.append(old.run("embed (int8 SFace)", int8.embed, crops))
+        found = old.run("detect (incl. resize)", detect_faces, [image], opencv, detect_long_side=DETECT_LONG_SIDE)[0]
+        crops = old.run("crop (full image)", lambda: opencv.crop_faces(to_array(image), found))
+        old_vecs.append(old.run("embed (OpenCV int8 SFace)", opencv.embed, crops))
         old.run("previews (from full)", lambda: (render_jpeg(image, 1600), render_jpeg(image, 400)))
         old_faces.append(found)
         del image
         # new: the detection draft, detection on it, crops from the coarsest decode that loses nothing
         draft = new.run("decode (draft)", decode_reduced, path, max_pixels=MAX_PIXELS,
                         min_long_side=round(DETECT_LONG_SIDE * DRAFT_SHARE))
-        found = new.run("detect (on draft)", detect_drafts, [draft], fp32, detect_long_side=DETECT_LONG_SIDE,
-                        min_face_px=24)[0]
-        crops = new.run("crop (coarsest decode)", crop_photo, path, draft, found, fp32, max_pixels=MAX_PIXELS)
-        new_vecs.append(new.run("embed (fp32 SFace)", fp32.embed, crops))
-        new.run("embed (int8 SFace, same crops)", int8.embed, crops)
+        found = new.run("detect (on draft, openvino fp32)", detect_drafts, [draft], default,
+                        detect_long_side=DETECT_LONG_SIDE, min_face_px=24)[0]
+        crops, _ = new.run("crop (coarsest decode, regions)", crop_photo, path, draft, found, default,
+                           max_pixels=MAX_PIXELS)
+        new_vecs.append(new.run(f"embed (openvino {precision} SFace)", default.embed, crops))
+        new.run(SAME_CROPS, opencv.embed, crops)
         new.run("previews (from draft)", lambda: (render_jpeg(draft.image, 1600), render_jpeg(draft.image, 400)))
         new_faces.append(found)
-        from models.pipeline import crop_reduction
-        reductions.append(crop_reduction(found, fp32.crop_px))
+        reductions.append(crop_reduction(found, default.crop_px))
     n = len(paths)
     n_old, n_new = sum(map(len, old_faces)), sum(map(len, new_faces))
     print(f"{n} photos, {n_old} faces old path ({n_old / n:.1f}/photo), {n_new} new path; "
           f"crop decode per photo (1 = full): {sorted(reductions)}")
-    for label, clock, skip in (("old", old, set()), ("new", new, {"embed (int8 SFace, same crops)"})):
+    for label, clock, skip in (("old", old, set()), ("new", new, {SAME_CROPS})):
         print(f"  {label} path, ms per photo     cpu    wall")
         for name in clock.cpu:
             print(f"    {name:32s} {1000 * clock.cpu[name] / n:6.1f}  {1000 * clock.wall[name] / n:6.1f}")

@@ -187,10 +187,12 @@ def _finish(img: Image.Image) -> Image.Image:
 
 
 def _upright(img: Image.Image) -> Image.Image:
+    # In place: without it Pillow copies every photo, upright or not (25 ms for 24 MP).
     try:
-        return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # noqa: BLE001 - broken EXIF should not lose the photo; keep it as stored
-        return img
+        pass
+    return img
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -99,13 +99,22 @@ class PhotoAnalysis:
     preview: Image.Image  # the detection draft (long side >= DRAFT_SHARE * detect_long_side, or the photo)
 
 
+# analyse_files' hook: (photo index, the photo at full resolution on demand, its detections)
+FullImageUse = Callable[[int, Callable[[], Image.Image], list[Detection]], None]
+
+
 def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_pixels: int,
-                  detect_long_side: int = 1600, min_face_px: int = 24,
-                  min_score: float | None = None) -> list[PhotoAnalysis | ImageDecodeError]:
+                  detect_long_side: int = 1600, min_face_px: int = 24, min_score: float | None = None,
+                  use_full_image: FullImageUse | None = None) -> list[PhotoAnalysis | ImageDecodeError]:
     """Faces of each photo file, in input order; a photo that cannot be decoded gives its error.
 
     Detection is batched across the photos; crops are cut one photo at a time, so at most one
     finer decode is alive at once (memory bounded by one photo, not by the batch).
+
+    `use_full_image` is called for each decoded photo right after its crops, with a function that
+    gives the upright full-resolution image: the crops' own decode when they needed full
+    resolution (race photos nearly always do), else a new one. The bib reader reads there, so a
+    photo is decoded at full resolution once, not twice. Its errors are the caller's to handle.
     """
     drafts: list[Reduced | ImageDecodeError] = []
     for source in sources:
@@ -124,11 +133,15 @@ def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_
         draft = drafts[i]
         assert isinstance(draft, Reduced)
         try:
-            crops.extend(crop_photo(sources[i], draft, faces, backend, max_pixels=max_pixels))
+            photo_crops, cut_from = crop_photo(sources[i], draft, faces, backend, max_pixels=max_pixels)
         except ImageDecodeError as exc:  # the finer decode can still find a broken tail
             results[i] = exc
             continue
+        crops.extend(photo_crops)
         per_photo[i] = faces
+        if use_full_image is not None:
+            use_full_image(i, _full_image(sources[i], cut_from, max_pixels), faces)
+        del cut_from
     vectors = backend.embed(crops)
     row = 0
     for i, faces in per_photo.items():
@@ -166,16 +179,49 @@ def crop_reduction(detections: Sequence[Detection], crop_px: int | None) -> int:
 
 
 def crop_photo(source: Path | bytes, draft: Reduced, detections: Sequence[Detection], backend: FaceBackend,
-               *, max_pixels: int) -> list[np.ndarray]:
+               *, max_pixels: int) -> tuple[list[np.ndarray], Reduced]:
     """Aligned crops of one photo's faces (full-resolution pixels) from the coarsest decode that
-    loses nothing: the detection draft itself when it is fine enough, else a new decode."""
+    loses nothing: the detection draft itself when it is fine enough, else a new decode; and the
+    decode they were cut from."""
     if not detections:
-        return []
+        return [], draft
     wanted = crop_reduction(detections, getattr(backend, "crop_px", None))
     source_image = draft if wanted >= draft.reduction else decode_reduced(source, max_pixels=max_pixels,
                                                                           reduction=wanted)
     scaled = [_in_reduced(d, source_image) for d in detections]
-    return backend.crop_faces(to_array(source_image.image), scaled)
+    return crop_by_region(source_image.image, scaled, backend), source_image
+
+
+def _full_image(source: Path | bytes, decoded: Reduced, max_pixels: int) -> Callable[[], Image.Image]:
+    if decoded.reduction == 1:
+        return lambda: decoded.image
+    return lambda: decode_reduced(source, max_pixels=max_pixels, reduction=1).image
+
+
+def crop_by_region(image: Image.Image, detections: Sequence[Detection], backend: FaceBackend) -> list[np.ndarray]:
+    """`backend.crop_faces`, fed a region around each face instead of the whole photo: a 24 MP
+    photo costs 50 ms to turn into an array, 18 face regions 2 ms (bench/pipeline.py --steps).
+
+    A region reaches one face size beyond the box and the landmarks on every side, farther than
+    either backend's crop reaches (SFace's aligned 112 px crop spans about 1.5 boxes, facenet's
+    box plus margin), so the crops equal those cut from the whole photo (tests/models/test_pipeline.py).
+    """
+    crops = []
+    width, height = image.size
+    for d in detections:
+        xs = [d.box[0], d.box[2], *(x for x, _ in d.landmarks)]
+        ys = [d.box[1], d.box[3], *(y for _, y in d.landmarks)]
+        reach = max(d.width, d.height, max(xs) - min(xs), max(ys) - min(ys), 1.0)
+        left, top = max(0, int(min(xs) - reach)), max(0, int(min(ys) - reach))
+        right, bottom = min(width, int(max(xs) + reach) + 2), min(height, int(max(ys) + reach) + 2)
+        region = to_array(image.crop((left, top, max(right, left + 1), max(bottom, top + 1))))
+        crops.extend(backend.crop_faces(region, [_shifted(d, left, top)]))
+    return crops
+
+
+def _shifted(d: Detection, dx: int, dy: int) -> Detection:
+    return Detection(box=(d.box[0] - dx, d.box[1] - dy, d.box[2] - dx, d.box[3] - dy),
+                     landmarks=tuple((x - dx, y - dy) for x, y in d.landmarks), score=d.score)
 
 
 def _in_reduced(d: Detection, image: Reduced) -> Detection:

@@ -11,7 +11,9 @@ from PIL import Image
 
 from models.fake import FakeBackend, paint_face
 from models.image import ImageDecodeError
-from models.pipeline import FaceResult, analyse_files, analyse_images
+from models import pipeline
+from models.facenet import crop_face
+from models.pipeline import FaceResult, analyse_files, analyse_images, crop_by_region
 from models.types import Detection
 from models.yunet_sface import YunetSfaceBackend
 from tests.models.helpers import iou
@@ -112,15 +114,22 @@ def jpeg(tmp_path: Path, name: str, img: Image.Image, **params) -> Path:  # type
     return path
 
 
-def test_files_detect_on_a_draft_of_the_detection_size_and_crop_from_it_when_faces_are_large(tmp_path) -> None:
+def test_files_detect_on_a_draft_of_the_detection_size_and_crop_from_it_when_faces_are_large(
+        tmp_path, monkeypatch) -> None:
     spy = CropSizeSpy()
+    decodes: list[int | None] = []  # the `reduction` asked of each decode; None: the detection draft
+    real_decode = pipeline.decode_reduced
+    monkeypatch.setattr(pipeline, "decode_reduced",
+                        lambda *a, **k: decodes.append(k.get("reduction")) or real_decode(*a, **k))
     big = jpeg(tmp_path, "big.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1), ((3000, 2000, 3480, 2480), 2)]))
     small = jpeg(tmp_path, "small.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1), ((3000, 2000, 3060, 2060), 2)]))
     big_result, small_result = analyse_files([big, small], spy, max_pixels=10**8, detect_long_side=1600)
     # the 1/2 draft (2000 px) is shrunk to the 1600 px the detector always saw
     assert spy.detect_shapes == [(1200, 1600, 3), (1200, 1600, 3)]
     # 480 px faces: crops straight from the draft (no second decode); a 60 px face needs full resolution
-    assert spy.crop_shapes == [(1500, 2000, 3), (3000, 4000, 3)]
+    assert decodes == [None, None, 1]
+    # each crop is cut from a region around its face, never from the whole photo
+    assert len(spy.crop_shapes) == 4 and max(max(shape[:2]) for shape in spy.crop_shapes) <= 1600
     assert sorted(f.box for f in big_result.faces)[1] == pytest.approx((3000, 2000, 3480, 2480), abs=8)
     assert sorted(f.box for f in small_result.faces)[1] == pytest.approx((3000, 2000, 3060, 2060), abs=8)
     assert big_result.size == (4000, 3000) and big_result.preview.size == (2000, 1500)
@@ -153,3 +162,43 @@ def test_files_find_the_same_real_faces_as_a_full_decode(tmp_path, yunet_sface: 
         twin = max(result.faces, key=lambda f: iou(face.box, f.box))
         assert iou(face.box, twin.box) >= 0.8
         assert float(face.embedding @ twin.embedding) >= 0.9
+
+
+class FacenetCrops(FakeBackend):
+    """facenet's box-plus-margin crop (no network needed), to hold `crop_by_region` to it too."""
+
+    def crop_faces(self, image: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:
+        return [crop_face(image, d.box) for d in detections]
+
+
+def test_crops_from_face_regions_equal_crops_from_the_whole_photo(yunet_sface: YunetSfaceBackend,
+                                                                 group_photos: dict[str, Image.Image]) -> None:
+    compared = 0
+    for photo in group_photos.values():
+        whole = np.asarray(photo)
+        faces = yunet_sface.detect([whole])[0]
+        for backend in (yunet_sface, FacenetCrops()):
+            expected = backend.crop_faces(whole, faces)
+            got = crop_by_region(photo, faces, backend)
+            assert len(got) == len(expected)
+            for a, b in zip(expected, got):
+                assert a.shape == b.shape
+                assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+            compared += len(faces)
+    assert compared >= 150  # faces at the edges of the photos included
+
+
+def test_full_image_hook_reuses_the_crops_full_decode(tmp_path, monkeypatch) -> None:
+    decodes: list[int | None] = []
+    real_decode = pipeline.decode_reduced
+    monkeypatch.setattr(pipeline, "decode_reduced",
+                        lambda *a, **k: decodes.append(k.get("reduction")) or real_decode(*a, **k))
+    big = jpeg(tmp_path, "big.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1)]))
+    small = jpeg(tmp_path, "small.jpg", event_photo((4000, 3000), [((3000, 2000, 3060, 2060), 2)]))
+    seen: list[tuple[int, tuple[int, int], int]] = []
+    analyse_files([big, small], CropSizeSpy(), max_pixels=10**8,
+                  use_full_image=lambda i, full, faces: seen.append((i, full().size, len(faces))))
+    assert seen == [(0, (4000, 3000), 1), (1, (4000, 3000), 1)]
+    # big: crops from the draft, so the hook's full image is one more decode; small: the crops'
+    # full decode serves the hook too (no third decode)
+    assert decodes == [None, None, 1, 1]
