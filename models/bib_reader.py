@@ -1,4 +1,4 @@
-"""The text networks that read bib numbers: PP-OCRv6 detection + recognition on onnxruntime.
+"""The text networks that read bib numbers: PP-OCRv6 detection + recognition.
 
 The ONNX files ship inside the `rapidocr` wheel (Apache-2.0, PaddleOCR's PP-OCRv6 "small"
 models); we check their sha256 and hand rapidocr our own single-threaded sessions, so nothing is
@@ -8,6 +8,10 @@ file without it rather than let rapidocr fetch a dictionary). rapidocr's pre/pos
 where to look and at what scale.
 
 Images are RGB uint8 arrays, like the face backends; PP-OCR was trained on BGR, so we swap here.
+
+The detector runs on OpenVINO's CPU plugin in fp32 (four times faster than onnxruntime on one
+thread, same outputs to 1e-5: 19 against 79 ms on a 384x256 torso region); the recogniser stays
+on onnxruntime, which was as fast for its small batches. `det_engine="onnxruntime"` restores it.
 """
 
 from __future__ import annotations
@@ -70,8 +74,11 @@ class _Config(dict):
 class PpOcrReader:
     model_id = "ppocrv6-small"
 
-    def __init__(self, *, device: str = "cpu", threads: int = 1, weights_root: Path | None = None) -> None:
+    def __init__(self, *, device: str = "cpu", threads: int = 1, weights_root: Path | None = None,
+                 det_engine: str | None = None) -> None:
         self.device = device
+        # OpenVINO on CPU; a CUDA device keeps onnxruntime, which can use the GPU
+        self.det_engine = det_engine or ("openvino" if device == "cpu" else "onnxruntime")
         self.threads = threads
         self.weights_root = weights_root  # tests: a folder laid out like the package
         self._det = None
@@ -105,7 +112,11 @@ class PpOcrReader:
                                         "rec_keys_path": None, "rec_img_shape": [3, 48, 96],
                                         "rec_batch_num": 16, "font_path": None})
             self._rec = TextRecognizer(rec_cfg)
-            self._det = TextDetector(det_cfg)
+            detector = TextDetector(det_cfg)
+            if self.det_engine == "openvino":
+                # rapidocr (pinned) calls `detector.session(batch)` for the network's first output
+                detector.session = _OpenvinoNetwork(verified_path(PPOCR_DET, root=self.weights_root), self.threads)
+            self._det = detector
 
     def _session(self, path):  # type: ignore[no-untyped-def]
         import onnxruntime as ort
@@ -141,6 +152,22 @@ class PpOcrReader:
 
         out = self._rec(TextRecInput(img=[np.ascontiguousarray(c[:, :, ::-1]) for c in crops]))
         return [(str(t), float(s)) for t, s in zip(out.txts, out.scores)]
+
+
+class _OpenvinoNetwork:
+    """An ONNX network on OpenVINO's CPU plugin, fp32, any input shape: `net(batch)` is its first output."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino  # at load only
+
+        core = openvino.Core()
+        self._request = core.compile_model(core.read_model(str(path)), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False,
+            "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self._request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.array(self._request.get_output_tensor(0).data)
 
 
 _readers: dict[str, PpOcrReader] = {}

@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -38,9 +39,9 @@ from app.services import webhooks
 from app.storage import PhotoStore
 from models import bibs
 from models.bib_reader import TextReader
-from models.image import ImageDecodeError, decode_image, render_jpeg
+from models.image import ImageDecodeError, render_jpeg
 from models.pipeline import FaceResult, PhotoAnalysis, analyse_files
-from models.types import FaceBackend
+from models.types import Detection, FaceBackend
 
 log = logging.getLogger(__name__)
 PREVIEW_LONG_SIDE = 1600
@@ -93,32 +94,22 @@ def bib_rows(photo_id: str, event_id: str, model_id: str, reads: list[bibs.BibRe
     ]
 
 
-def _read_bibs(ctx: ProcessingContext, photo_id: str, image: Image.Image,
-               faces: list[FaceResult]) -> list[bibs.BibRead]:
-    """The photo's bibs, after its faces: a torso region under each (a read's `face` indexes them)."""
-    if ctx.bib_reader is None:
-        return []
+def _read_bibs(ctx: ProcessingContext, photo_id: str, full_image: Callable[[], Image.Image],
+               faces: Sequence[Detection]) -> list[bibs.BibRead]:
+    """The photo's bibs, read on it at full resolution after its faces were found: a torso region
+    under each face (a read's `face` indexes them). A fault here is logged loudly and the photo
+    keeps its faces, with no bibs."""
     try:
-        return bibs.read_bibs(image, [f.box for f in faces], ctx.bib_reader,
-                              whole_long_side=ctx.settings.bib_whole_long_side)
-    except Exception:  # a reader fault must not lose the photo's faces; it is logged loudly
-        log.exception("reading bibs failed on photo %s; it keeps its faces, no bibs", photo_id)
-        return []
-
-
-def _read_bibs_file(ctx: ProcessingContext, photo_id: str, path: Path,
-                    faces: list[FaceResult]) -> list[bibs.BibRead]:
-    """`_read_bibs` on the photo decoded at full resolution (faces found on the JPEG draft keep
-    full-resolution boxes); the image lives only for this call."""
-    try:
-        image = decode_image(path, max_pixels=ctx.settings.max_image_pixels)
+        image = full_image()  # the face crops' own decode when they needed full resolution
     except Exception:  # it decoded once for the faces: a fault here must not lose them
         log.exception("decoding photo %s for its bibs failed; it keeps its faces, no bibs", photo_id)
         return []
     try:
-        return _read_bibs(ctx, photo_id, image, faces)
-    finally:
-        image.close()
+        return bibs.read_bibs(image, [f.box for f in faces], ctx.bib_reader,
+                              whole_long_side=ctx.settings.bib_whole_long_side)
+    except Exception:  # a reader fault must not lose the photo's faces
+        log.exception("reading bibs failed on photo %s; it keeps its faces, no bibs", photo_id)
+        return []
 
 
 def describe(exc: BaseException) -> str:
@@ -128,15 +119,21 @@ def describe(exc: BaseException) -> str:
 Analysis = PhotoAnalysis | ImageDecodeError
 
 
-def analyse_batch(files: dict[str, Path], ctx: ProcessingContext) -> dict[str, Analysis | Exception]:
+def analyse_batch(files: dict[str, Path], ctx: ProcessingContext,
+                  reads: dict[str, list[bibs.BibRead]]) -> dict[str, Analysis | Exception]:
     """Faces per photo (models/pipeline.py: analyse_files, JPEG drafts), the batch through the
     networks together; if the batch raises, each photo alone, so one bad image costs only its
-    own result."""
+    own result. With a bib reader, each photo's bibs go into `reads` on the way (one full decode
+    serves the face crops and the bibs)."""
     settings = ctx.settings
 
     def analyse(ids: list[str]) -> list[Analysis]:
+        def read_bibs(i: int, full_image: Callable[[], Image.Image], faces: list[Detection]) -> None:
+            reads[ids[i]] = _read_bibs(ctx, ids[i], full_image, faces)
+
         return analyse_files([files[i] for i in ids], ctx.backend, max_pixels=settings.max_image_pixels,
-                             detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px)
+                             detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px,
+                             use_full_image=read_bibs if ctx.bib_reader is not None else None)
 
     ids = list(files)
     try:
@@ -176,12 +173,8 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
                 outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{exc.code}: {exc.detail}")
             except Exception as exc:  # e.g. the object store answering an error
                 outcomes[photo_id] = _attempt_failed(ctx, photo_id, task_id, exc)
-        analysed = analyse_batch(files, ctx) if files else {}
         reads: dict[str, list[bibs.BibRead]] = {}
-        if ctx.bib_reader is not None:  # bibs want full resolution: one photo decoded at a time
-            for photo_id, analysis in analysed.items():
-                if isinstance(analysis, PhotoAnalysis):
-                    reads[photo_id] = _read_bibs_file(ctx, photo_id, files[photo_id], analysis.faces)
+        analysed = analyse_batch(files, ctx, reads) if files else {}
     for photo_id, analysis in analysed.items():
         if isinstance(analysis, ImageDecodeError):
             outcomes[photo_id] = _finish_failed(ctx, photo_id, task_id, f"{analysis.code}: {analysis.detail}")

@@ -172,3 +172,19 @@ def test_only_confident_digit_lines_of_one_to_six_digits_are_bibs() -> None:
 def test_one_spelling_per_bib_number() -> None:
     assert [bibs.canonical_bib(t) for t in ("0582", "582", " 5 82 ", "000", "A12", "")] == [
         "582", "582", "582", "0", "A12", ""]
+
+
+def test_openvino_detector_reads_what_onnxruntime_reads(shared_faces: Path, yunet_sface, reader) -> None:
+    assert reader.det_engine == "openvino"  # the default on CPU
+    onnxruntime = PpOcrReader(det_engine="onnxruntime")
+    onnxruntime.load()
+    compared = 0
+    for name in RACE_LABELS:
+        photo = decode_image(shared_faces / "groups" / name, max_pixels=MAX_PIXELS)
+        faces = detect_faces([photo], yunet_sface)[0]
+        ours = bibs.read_bibs(photo, [f.box for f in faces], reader)
+        theirs = bibs.read_bibs(photo, [f.box for f in faces], onnxruntime)
+        assert [(r.number, r.face) for r in ours] == [(r.number, r.face) for r in theirs], name
+        assert all(abs(a.score - b.score) < 1e-3 for a, b in zip(ours, theirs))
+        compared += len(ours)
+    assert compared >= 7
