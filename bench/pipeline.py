@@ -36,6 +36,7 @@ from models.image import decode_image  # noqa: E402  (cv2 and Pillow only: safe 
 MAX_PIXELS = 60_000_000
 DETECT_LONG_SIDE = 1600
 SAME_CROPS = "embed (OpenCV, same crops: not in total)"
+BIBS = "bibs (on the crops' decode: not in total)"
 
 
 def make_backend(spec: str, device: str, cache_dir: Path):  # type: ignore[no-untyped-def]
@@ -121,10 +122,16 @@ def steps(paths: list[Path]) -> None:
     import cv2
     import numpy as np
 
-    from models.image import decode_reduced, render_jpeg, to_array
+    from PIL import Image
+
+    from models.image import decode_reduced, render_jpeg, shrink_array, to_array
     from models.pipeline import DRAFT_SHARE, crop_photo, crop_reduction, detect_drafts, detect_faces
     from models.yunet_sface import YunetSfaceBackend
 
+    from models import bibs
+    from models.bib_reader import get_reader
+
+    reader = get_reader()
     cv2.setNumThreads(1)
     opencv = YunetSfaceBackend(engine="opencv")  # the path before issue 11: OpenCV DNN, int8 graphs
     default = YunetSfaceBackend()  # what workers run now: openvino on CPU (models/yunet_openvino.py)
@@ -148,20 +155,25 @@ def steps(paths: list[Path]) -> None:
         # new: the detection draft, detection on it, crops from the coarsest decode that loses nothing
         draft = new.run("decode (draft)", decode_reduced, path, max_pixels=MAX_PIXELS,
                         min_long_side=round(DETECT_LONG_SIDE * DRAFT_SHARE))
-        found = new.run("detect (on draft, openvino fp32)", detect_drafts, [draft], default,
-                        detect_long_side=DETECT_LONG_SIDE, min_face_px=24)[0]
-        crops, _ = new.run("crop (coarsest decode, regions)", crop_photo, path, draft, found, default,
-                           max_pixels=MAX_PIXELS)
+        shrunk = new.run("shrink draft to 1600 px", lambda: shrink_array(to_array(draft.image), DETECT_LONG_SIDE))
+        found = new.run("detect (openvino fp32)", detect_drafts, [draft], default,
+                        detect_long_side=DETECT_LONG_SIDE, min_face_px=24, shrunk=[shrunk])[0]
+        crops, cut_from = new.run("crop (coarsest decode, regions)", crop_photo, path, draft, found, default,
+                                  max_pixels=MAX_PIXELS)
+        full = cut_from if cut_from.reduction == 1 else decode_reduced(path, max_pixels=MAX_PIXELS, reduction=1)
+        new.run(BIBS, bibs.read_bibs, full.image, [d.box for d in found], reader)
+        del cut_from, full
         new_vecs.append(new.run(f"embed (openvino {precision} SFace)", default.embed, crops))
         new.run(SAME_CROPS, opencv.embed, crops)
-        new.run("previews (from draft)", lambda: (render_jpeg(draft.image, 1600), render_jpeg(draft.image, 400)))
+        preview = Image.fromarray(shrunk[0])  # the detector's image is the preview's size
+        new.run("previews (from the 1600 px image)", lambda: (render_jpeg(preview, 1600), render_jpeg(preview, 400)))
         new_faces.append(found)
         reductions.append(crop_reduction(found, default.crop_px))
     n = len(paths)
     n_old, n_new = sum(map(len, old_faces)), sum(map(len, new_faces))
     print(f"{n} photos, {n_old} faces old path ({n_old / n:.1f}/photo), {n_new} new path; "
           f"crop decode per photo (1 = full): {sorted(reductions)}")
-    for label, clock, skip in (("old", old, set()), ("new", new, {SAME_CROPS})):
+    for label, clock, skip in (("old", old, set()), ("new", new, {SAME_CROPS, BIBS})):
         print(f"  {label} path, ms per photo     cpu    wall")
         for name in clock.cpu:
             print(f"    {name:32s} {1000 * clock.cpu[name] / n:6.1f}  {1000 * clock.wall[name] / n:6.1f}")

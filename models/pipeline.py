@@ -92,11 +92,13 @@ def _result(d: Detection, vector: np.ndarray) -> FaceResult:
 
 @dataclass
 class PhotoAnalysis:
-    """`analyse_files`' answer for one photo: its faces, full size, and a draft for previews."""
+    """`analyse_files`' answer for one photo: its faces, full size, and an image for previews."""
 
     faces: list[FaceResult]
     size: tuple[int, int]  # upright full-resolution (width, height)
-    preview: Image.Image  # the detection draft (long side >= DRAFT_SHARE * detect_long_side, or the photo)
+    # what the detector saw: the photo at `detect_long_side` (or smaller, as it came), the gallery
+    # preview's own size, so previews cost a JPEG encode and no resize of a larger decode
+    preview: Image.Image
 
 
 # analyse_files' hook: (photo index, the photo at full resolution on demand, its detections)
@@ -124,8 +126,11 @@ def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_
         except ImageDecodeError as exc:
             drafts.append(exc)
     decoded = [i for i, d in enumerate(drafts) if isinstance(d, Reduced)]
+    detected = [shrink_array(to_array(drafts[i].image), detect_long_side) for i in decoded]  # type: ignore[union-attr]
     found = detect_drafts([drafts[i] for i in decoded], backend, detect_long_side=detect_long_side,
-                          min_face_px=min_face_px, min_score=min_score)
+                          min_face_px=min_face_px, min_score=min_score, shrunk=detected)
+    previews = dict(zip(decoded, (Image.fromarray(array) for array, _ in detected)))
+    del detected
     crops: list[np.ndarray] = []
     per_photo: dict[int, list[Detection]] = {}
     results: list[PhotoAnalysis | ImageDecodeError] = list(drafts)  # type: ignore[arg-type]
@@ -148,20 +153,21 @@ def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_
         draft = drafts[i]
         assert isinstance(draft, Reduced)
         results[i] = PhotoAnalysis([_result(d, vectors[row + k]) for k, d in enumerate(faces)],
-                                   draft.full_size, draft.image)
+                                   draft.full_size, previews[i])
         row += len(faces)
     return results
 
 
 def detect_drafts(drafts: Sequence[Reduced], backend: FaceBackend, *, detect_long_side: int,
-                  min_face_px: int, min_score: float | None = None) -> list[list[Detection]]:
-    """`detect_faces` on drafts: detections mapped back to full-resolution pixels."""
+                  min_face_px: int, min_score: float | None = None,
+                  shrunk: Sequence[tuple[np.ndarray, float]] | None = None) -> list[list[Detection]]:
+    """`detect_faces` on drafts: detections mapped back to full-resolution pixels. `shrunk`: the
+    drafts already shrunk to `detect_long_side` by `shrink_array`, when the caller has them."""
     threshold = backend.min_detection_score if min_score is None else min_score
-    arrays, factors = [], []
-    for draft in drafts:
-        small, factor = shrink_array(to_array(draft.image), detect_long_side)
-        arrays.append(small)
-        factors.append(factor * draft.reduction)
+    if shrunk is None:
+        shrunk = [shrink_array(to_array(draft.image), detect_long_side) for draft in drafts]
+    arrays = [small for small, _ in shrunk]
+    factors = [factor * draft.reduction for draft, (_, factor) in zip(drafts, shrunk)]
     kept: list[list[Detection]] = []
     for draft, factor, faces in zip(drafts, factors, backend.detect(arrays)):
         full = [_clipped(d.scaled(factor), draft.full_size) for d in faces if d.score >= threshold]

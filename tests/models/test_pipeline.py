@@ -132,7 +132,7 @@ def test_files_detect_on_a_draft_of_the_detection_size_and_crop_from_it_when_fac
     assert len(spy.crop_shapes) == 4 and max(max(shape[:2]) for shape in spy.crop_shapes) <= 1600
     assert sorted(f.box for f in big_result.faces)[1] == pytest.approx((3000, 2000, 3480, 2480), abs=8)
     assert sorted(f.box for f in small_result.faces)[1] == pytest.approx((3000, 2000, 3060, 2060), abs=8)
-    assert big_result.size == (4000, 3000) and big_result.preview.size == (2000, 1500)
+    assert big_result.size == (4000, 3000) and big_result.preview.size == (1600, 1200)  # what the detector saw
     assert spy.embed_calls == [4]  # one embedding batch for the whole call
 
 
@@ -144,7 +144,7 @@ def test_files_keep_exif_orientation_and_report_broken_photos_in_place(tmp_path)
     broken.write_bytes(rotated.read_bytes()[:5000])
     good, bad = analyse_files([rotated, broken], FakeBackend(), max_pixels=10**8)
     assert isinstance(bad, ImageDecodeError) and bad.code == "corrupt_image"
-    assert good.size == (3000, 4000) and good.preview.size == (1500, 2000)
+    assert good.size == (3000, 4000) and good.preview.size == (1200, 1600)
     [face] = good.faces
     x1, y1, x2, y2 = face.box  # (400, 300)-(900, 800) turned 90 degrees clockwise in a 3000 px wide frame
     assert (x1, y1, x2, y2) == pytest.approx((3000 - 800, 400, 3000 - 300, 900), abs=8)
