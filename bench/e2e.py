@@ -44,7 +44,9 @@ def tree_cpu_s(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        # every thread's children: `run` starts its worker from a supervising thread
+        children = [c for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
     except FileNotFoundError:
         return total
     return total + sum(tree_cpu_s(int(c)) for c in children)
