@@ -226,7 +226,17 @@ def _read_thumbnails(store: PhotoStore, keys: dict[str, str]) -> dict[str, bytes
 def _claim(uow: UnitOfWork, delivery_id: str, *, task_id: str, message_id: str) -> _Claim | str:
     """queued -> sending; or the outcome when another task took it first, or nothing is left to send."""
     session = uow.session
-    # The conditional UPDATE comes first: on SQLite it takes the write lock before anything is read.
+    # Locks in one order everywhere: event, runner, delivery (review C5). An erasure locks the
+    # runner, then its deliveries through the cascade, so on PostgreSQL the runner is locked first
+    # here too (FOR NO KEY UPDATE: no conflict with the KEY SHARE locks that inserting matches and
+    # deliveries take). It serialises claims per runner, so two deliveries created by racing notify
+    # calls never both announce the same photo. On SQLite the conditional UPDATE comes first: it
+    # takes the database's write lock, which serialises everything, before anything is read.
+    if session.get_bind().dialect.name != "sqlite":
+        runner_id = session.scalar(select(Delivery.runner_id).where(Delivery.id == delivery_id))
+        if runner_id is None or session.scalar(
+                select(Runner.id).where(Runner.id == runner_id).with_for_update(key_share=True)) is None:
+            return "skipped"  # erased meanwhile: the cascade took the delivery too
     taken = session.execute(
         update(Delivery).where(Delivery.id == delivery_id, Delivery.status == S.queued.value)
         .values(status=S.sending.value, claimed_by=task_id, claimed_at=utcnow(),
@@ -236,9 +246,7 @@ def _claim(uow: UnitOfWork, delivery_id: str, *, task_id: str, message_id: str) 
     if taken.rowcount != 1:
         return "skipped"
     delivery = session.get(Delivery, delivery_id, populate_existing=True)
-    # Serialise claims per runner (PostgreSQL; SQLite is serialised by its write lock), so two
-    # deliveries created by racing notify calls never both announce the same photo.
-    runner = session.scalars(select(Runner).where(Runner.id == delivery.runner_id).with_for_update()).one()
+    runner = session.get(Runner, delivery.runner_id)
     still_new = set(_unannounced(uow, Runner.id == runner.id, skip_delivery=delivery.id,
                                  blocking=(S.sending.value, S.uncertain.value)).get(runner.id, []))
     delivery.photo_ids = [p for p in delivery.photo_ids if p in still_new]
