@@ -2,7 +2,7 @@
 create an event, upload race photos and watch the counts change as a worker (the real networks,
 in a thread) processes them; an upload whose connection drops mid-way and resumes, and one whose
 tab is closed and that resumes when the file is chosen again; runners, sending (the HTML e-mail in
-its sandboxed frame) and settings pages. axe-core on every page and a screenshot of each."""
+its sandboxed frame) and settings (a threshold change rematching live) pages. axe-core on every page and a screenshot of each."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import pytest
 
 from app.db import Face, Match, Photo, Runner, UploadSession
 from app.db.session import unit_of_work
+from app.jobs import REMATCH_EVENT
 from app.main import create_app
 from app.services import events as event_service
+from app.services import matching
 from tests.app.browser import WorkerSender, by_id, check_page, chromium, live_server, needs_chromium, wait_until
 from tests.app.dashboard_helpers import PASSWORD, new_user
 from tests.app.test_matching import identity_image, jpeg
@@ -251,3 +253,60 @@ def test_the_send_page_shows_the_html_email_as_the_runner_gets_it(app, viewport,
         wait_until(driver, lambda d: "Hi Ada," in d.find_element(By.TAG_NAME, "body").text)
         blocked = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
         assert not blocked, blocked
+
+
+@pytest.mark.parametrize("viewport", ["phone", "desktop"])
+def test_a_new_threshold_shows_the_rematch_progress_live(app, viewport, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    email = new_user(app.state.settings)
+    event_id = new_event(app, "Lakeside Run")
+    with unit_of_work(app.state.make_session) as uow:
+        for i in range(5):
+            done_photo(uow, event_id, i)
+
+    def chunk() -> bool:  # what the REMATCH_EVENT task does, one chunk of two photos at a time
+        with unit_of_work(app.state.make_session) as uow:
+            return matching.rematch_event_chunk(uow, event_id, chunk=2)
+
+    def shown(driver) -> str:
+        return driver.find_element(By.ID, "rematch-text").text if driver.find_element(By.ID, "rematch-text").is_displayed() else ""
+
+    with live_server(app) as base, chromium(viewport, tmp_path / "profile") as driver:
+        settings = f"/dashboard/events/{event_id}/settings"
+        sign_in(driver, base, email, settings)
+        assert not driver.find_element(By.ID, "rematch").is_displayed()
+        field = driver.find_element(By.ID, "match_threshold")
+        field.clear()
+        field.send_keys("0.55")
+        driver.find_element(By.ID, "save-settings").click()
+        wait_until(driver, lambda d: "matched again" in d.find_element(By.ID, "flash").text)
+        assert (REMATCH_EVENT, (event_id,)) in app.state.sender.sent
+        assert shown(driver) == "Rematching photos: 0 of 5"
+        driver.execute_script("window.notReloaded = true")
+
+        assert chunk()
+        wait_until(driver, lambda d: shown(d) == "Rematching photos: 2 of 5", message=shown(driver))
+        progress = driver.find_element(By.ID, "rematch-progress")
+        assert (progress.get_attribute("value"), progress.get_attribute("max")) == ("2", "5")
+        assert driver.execute_script("return window.notReloaded") is True
+        check_page(driver, "settings-rematching")
+
+        # the event page shows it too, and carries on live to the end
+        driver.get(f"{base}/dashboard/events/{event_id}")
+        assert shown(driver) == "Rematching photos: 2 of 5"
+        driver.execute_script("window.notReloaded = true")
+        assert chunk()
+        wait_until(driver, lambda d: shown(d) == "Rematching photos: 4 of 5", message=shown(driver))
+        assert not chunk()
+        status = driver.find_element(By.ID, "rematch-status")
+        wait_until(driver, lambda d: status.text == "Rematch finished: all 5 photos now use the new threshold.",
+                   message=status.text)
+        assert not driver.find_element(By.ID, "rematch-running").is_displayed()
+        assert driver.execute_script("return window.notReloaded") is True
+        check_page(driver, "event-rematched")
+
+        driver.get(f"{base}{settings}")  # nothing running: nothing shown
+        by_id(driver, "settings-form")
+        assert not driver.find_element(By.ID, "rematch").is_displayed()
+        check_page(driver, "settings")

@@ -45,6 +45,7 @@ FLASHES = {
     "notified": "E-mail queued.", "nothing": "Nothing new to e-mail to this runner.",
     "deleted": "Runner deleted, with their face template and matches.",
     "saved": "Settings saved.",
+    "rematching": "Settings saved. The photos are being matched again with the new threshold (progress below).",
     "event_deleted": "Event deleted, with its photos, runners and matches.",
 }
 
@@ -349,12 +350,13 @@ def save_settings(event_id: str, request: Request, uow: UoW, settings: SettingsD
             branding.set_logo(uow, store, event, logo.file.read(branding.LOGO_MAX_BYTES + 1))
         elif remove_logo:
             branding.remove_logo(uow, store, event)
-        matching_service.update_event(uow, event.id, name=name.strip(), starts_on=day, match_threshold=threshold)
+        event = matching_service.update_event(uow, event.id, name=name.strip(), starts_on=day,
+                                              match_threshold=threshold)
     except AppError as exc:
         uow.session.rollback()
         event = access.get_event(uow, who.caller, event_id)
         return _settings_page(request, who, event, settings, 422, exc.detail)
-    return _back(event.id, "/settings", "saved")
+    return _back(event.id, "/settings", "rematching" if event.rematch_done < event.rematch_total else "saved")
 
 
 @router.post("/dashboard/events/{event_id}/delete")
