@@ -1,11 +1,13 @@
 """The organiser dashboard in a real headless Chromium at a phone and a desktop viewport: sign in,
 create an event, upload race photos and watch the counts change as a worker (the real networks,
 in a thread) processes them; an upload whose connection drops mid-way and resumes, and one whose
-tab is closed and that resumes when the file is chosen again; runners, sending (the HTML e-mail in
-its sandboxed frame) and settings (a threshold change rematching live) pages. axe-core on every page and a screenshot of each."""
+tab is closed and that resumes when the file is chosen again; photos dropped on the page; runners,
+sending (the HTML e-mail in its sandboxed frame) and settings (a threshold change rematching live)
+pages. axe-core on every page and a screenshot of each."""
 
 from __future__ import annotations
 
+import base64
 import io
 import zipfile
 
@@ -310,3 +312,44 @@ def test_a_new_threshold_shows_the_rematch_progress_live(app, viewport, tmp_path
         by_id(driver, "settings-form")
         assert not driver.find_element(By.ID, "rematch").is_displayed()
         check_page(driver, "settings")
+
+
+DROP = """
+const [names, payloads] = arguments;
+const zone = document.getElementById("dropzone");
+const transfer = new DataTransfer();
+names.forEach((name, i) => {
+  const bytes = Uint8Array.from(atob(payloads[i]), c => c.charCodeAt(0));
+  transfer.items.add(new File([bytes], name, {type: "image/jpeg", lastModified: 1700000000000}));
+});
+const fire = type => zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: transfer}));
+const seen = {enter: !fire("dragenter"), over: !fire("dragover"), highlighted: zone.classList.contains("is-over")};
+seen.drop = !fire("drop");
+seen.highlightedAfter = zone.classList.contains("is-over");
+return seen;
+"""
+
+
+def test_photos_dropped_on_the_event_page_are_uploaded_and_counted(app, tmp_path, faces_dir):
+    """Real drag events carrying real JPEG files, dispatched on the drop zone."""
+    from selenium.webdriver.common.by import By
+
+    email = new_user(app.state.settings)
+    event_id = new_event(app, "Harbour Half Marathon")
+    names = RACE_PHOTOS[:2]
+    payloads = [base64.b64encode((faces_dir / "groups" / name).read_bytes()).decode() for name in names]
+    with live_server(app) as base, chromium("desktop", tmp_path / "profile") as driver:
+        sign_in(driver, base, email, f"/dashboard/events/{event_id}")
+        seen = driver.execute_script(DROP, names, payloads)
+        # dragover cancelled is what lets a browser drop at all; drop cancelled keeps the page (no navigation)
+        assert seen == {"enter": True, "over": True, "highlighted": True, "drop": True, "highlightedAfter": False}, seen
+        wait_until(driver, lambda d: len(item_states(d)) == 2 and all("1 photo added" in s for s in item_states(d)),
+                   message=str(item_states(driver)))
+        wait_until(driver, lambda d: stat(d, "photos") == "2", message="photo count never updated")
+        wait_until(driver, lambda d: stat(d, "photos_done") == "2", timeout=180, message="processing never shown")
+        wait_until(driver, lambda d: int(stat(d, "faces")) > 0)
+        with unit_of_work(app.state.make_session) as uow:
+            stored = uow.session.query(Photo).filter_by(event_id=event_id).all()
+            assert sorted(p.filename for p in stored) == sorted(names)
+            assert {p.size_bytes for p in stored} == {(faces_dir / "groups" / n).stat().st_size for n in names}
+        check_page(driver, "event-dropped")
