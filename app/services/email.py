@@ -13,8 +13,10 @@ the connection broke while the message body was being transferred (never resend 
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import re
 import smtplib
 import ssl
 import tempfile
@@ -130,6 +132,18 @@ def build_message(email: RunnerEmail, *, sender: str) -> EmailMessage:
         html_part.add_related(thumb.jpeg, "image", "jpeg", cid=cid, filename=f"{thumb.photo_id}.jpg",
                               disposition="inline")
     return message
+
+
+def browser_html(message: EmailMessage) -> str:
+    """The message's HTML part as a browser can show it: inline images (`cid:`) become data: URIs."""
+    images = {}
+    related = message.get_body(("related",))
+    for part in related.iter_parts() if related is not None else ():
+        if part.get_content_maintype() == "image" and part["Content-ID"]:
+            data = base64.b64encode(part.get_content()).decode()
+            images[part["Content-ID"].strip("<>")] = f"data:{part.get_content_type()};base64,{data}"
+    html = message.get_body(("html",)).get_content()
+    return re.sub(r'src="cid:([^"]+)"', lambda m: f'src="{images.get(m.group(1), "")}"', html)
 
 
 class Outbox:

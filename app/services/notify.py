@@ -199,13 +199,18 @@ def _preflight(uow: UnitOfWork, delivery_id: str, *, task_id: str, stale_after: 
         return "in_progress"  # another worker is sending it right now
     if delivery.status != S.queued.value:
         return delivery.status
-    keys = dict(uow.session.execute(
-        select(Photo.id, Photo.thumb_key)
-        .where(Photo.id.in_(delivery.photo_ids[:MAX_THUMBNAILS]), Photo.thumb_key.is_not(None))
-    ).all())
     runner = uow.session.get(Runner, delivery.runner_id)
     return _Preflight(delivery.runner_id, list(delivery.photo_ids), _total_photos(uow, runner.id),
-                      runner.name, runner.email, uow.session.get(Event, delivery.event_id).name, keys)
+                      runner.name, runner.email, uow.session.get(Event, delivery.event_id).name,
+                      _thumbnail_keys(uow, delivery.photo_ids))
+
+
+def _thumbnail_keys(uow: UnitOfWork, photo_ids: list[str]) -> dict[str, str]:
+    """Photo id -> thumbnail key, of the first photos of a message (those it embeds)."""
+    return dict(uow.session.execute(
+        select(Photo.id, Photo.thumb_key)
+        .where(Photo.id.in_(photo_ids[:MAX_THUMBNAILS]), Photo.thumb_key.is_not(None))
+    ).all())
 
 
 def _total_photos(uow: UnitOfWork, runner_id: str) -> int:
@@ -416,17 +421,21 @@ def preview_event(uow: UnitOfWork, event_id: str) -> SendPreview:
     return SendPreview(len(new), sum(len(ids) for ids in new.values()), sample)
 
 
-def sample_email(uow: UnitOfWork, settings: Settings, runner_id: str) -> EmailMessage:
-    """The e-mail this runner would get now (or a reminder of all their photos), not sent."""
+def sample_email(uow: UnitOfWork, settings: Settings, runner_id: str,
+                 store: PhotoStore | None = None) -> EmailMessage:
+    """The e-mail this runner would get now (or a reminder of all their photos), not sent; with
+    `store`, with the thumbnails the real one embeds."""
     runner = uow.session.get(Runner, runner_id)
     if runner is None:
         raise NotFound(f"No runner with id {runner_id!r}.", code="runner_not_found")
     event = event_service.get_event(uow, runner.event_id)
     new = _unannounced(uow, Runner.id == runner_id, blocking=OPEN).get(runner_id, [])
-    total = uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
+    total = _total_photos(uow, runner_id)
     links = runner_links(settings, runner_id)
+    thumbs = _read_thumbnails(store, _thumbnail_keys(uow, new)) if store is not None else {}
     return build_message(RunnerEmail(
         runner_name=runner.name, runner_email=runner.email, event_name=event.name,
-        new_photos=len(new) or total, total_photos=total, thumbnails=[], gallery_url=links.gallery,
+        new_photos=len(new) or total, total_photos=total,
+        thumbnails=[Thumbnail(p, thumbs[p]) for p in new if p in thumbs], gallery_url=links.gallery,
         delete_url=links.delete, unsubscribe_url=links.unsubscribe, message_id="<sample@finishline.invalid>",
     ), sender=settings.smtp_from)

@@ -10,6 +10,7 @@ import zipfile
 import pytest
 from fastapi.testclient import TestClient
 
+from app.browser_policy import EMAIL_SAMPLE_POLICY
 from app.main import create_app
 from tests.app.dashboard_helpers import PASSWORD, csrf_of, new_user, sign_in
 from tests.conftest import RecordingSender, migrated_settings
@@ -243,9 +244,11 @@ def test_sending_previews_the_count_and_a_sample_then_queues(app, signed_in):
     with unit_of_work(app.state.make_session) as uow:
         for i, name in enumerate(("Ada Lovelace", "Grace Hopper")):
             runner = Runner(event_id=event_id, name=name, email=f"r{i}@example.com")
+            thumb = f"events/{event_id}/thumbs/{i}.jpg"
+            app.state.store.put_bytes(thumb, noise_jpeg(seed=i))
             photo = Photo(event_id=event_id, filename=f"{i}.jpg", sha256=f"{i:064d}", size_bytes=1,
                           content_type="image/jpeg", storage_key=f"events/{event_id}/originals/{i}.jpg",
-                          status="done")
+                          status="done", thumb_key=thumb)
             uow.session.add_all([runner, photo])
             uow.session.flush()
             face = Face(photo_id=photo.id, event_id=event_id, x1=0, y1=0, x2=10, y2=10, score=0.9, size_px=10,
@@ -257,9 +260,39 @@ def test_sending_previews_the_count_and_a_sample_then_queues(app, signed_in):
     page = signed_in.get(f"/dashboard/events/{event_id}/send").text
     assert "2 e-mails" in page and 'id="email-sample"' in page
     assert re.search(r"1 new photo of you from Bay Run", page) and "/g/" in page  # the rendered message
+    frame = re.search(r'<iframe [^>]*src="([^"]+)" sandbox="allow-popups allow-popups-to-escape-sandbox"', page)
+    sample = signed_in.get(frame.group(1).replace("&amp;", "&"))
+    assert sample.status_code == 200, sample.text
+    assert sample.headers["content-security-policy"] == EMAIL_SAMPLE_POLICY
+    assert "script-src" not in EMAIL_SAMPLE_POLICY and "'unsafe-inline'" in EMAIL_SAMPLE_POLICY
+    assert sample.headers["x-frame-options"] == "SAMEORIGIN" and "no-store" in sample.headers["cache-control"]
+    assert "<script" not in sample.text and 'style="' in sample.text and "/g/" in sample.text
+    assert re.search(r"Hi (Ada|Grace),", sample.text)
+    assert re.search(r'<img src="data:image/jpeg;base64,[^"]+" alt="Photo 1"', sample.text)  # its thumbnail
     signed_in.post(f"/dashboard/events/{event_id}/send", data={"csrf_token": csrf_of(page)})
     assert [name for name, _ in app.state.sender.sent].count(SEND_RUNNER_EMAIL) == 2
     assert "Nothing to send" in signed_in.get(f"/dashboard/events/{event_id}/send").text
+
+
+def test_the_email_sample_shows_only_a_runner_of_that_event_to_its_organisation(app, signed_in):
+    from app.db import Runner
+    from app.db.session import unit_of_work
+
+    event_id, elsewhere = new_event(signed_in, "Bay Run"), new_event(signed_in, "Hill Run")
+    with unit_of_work(app.state.make_session) as uow:
+        ours, theirs = Runner(event_id=event_id, name="Ada", email="a@example.com"), Runner(
+            event_id=elsewhere, name="Bo", email="b@example.com")
+        uow.session.add_all([ours, theirs])
+    url = f"/dashboard/events/{event_id}/send/sample.html?runner="
+    assert "Hi Ada," in signed_in.get(url + ours.id).text  # a reminder: no new photos, none at all
+    assert signed_in.get(url + theirs.id).status_code == 404  # a runner of another event
+    assert signed_in.get(url + "0" * 26).status_code == 404
+    assert signed_in.get(url).status_code == 404
+    other_email = new_user(app.state.settings, "other@example.com", org="other")
+    with TestClient(app) as other:
+        assert other.get(url + ours.id, follow_redirects=False).status_code == 303  # to sign in
+        sign_in(other, other_email)
+        assert other.get(url + ours.id).status_code == 404
 
 
 def test_uploads_abandoned_for_a_week_are_dropped_with_their_pieces(app, signed_in):

@@ -1,7 +1,7 @@
 """The runner pages in a real headless Chromium, at a phone and a desktop viewport, with the real
 face networks: selfie form (preview, shrink, errors that keep the selfie, a dropped connection),
-confirmation, gallery (grid, viewer with swipe, face mark, "Not me" with undo), photo, delete and
-unsubscribe pages; axe-core on each, and a screenshot of each."""
+confirmation, gallery (grid, viewer with swipe, face mark, "Not me" with undo, sharing), photo,
+delete and unsubscribe pages; axe-core on each, and a screenshot of each."""
 
 from __future__ import annotations
 
@@ -214,3 +214,62 @@ def test_a_selfie_with_two_faces_lets_the_runner_tap_theirs(world, tmp_path):
         assert "You're in" in by_id(driver, "confirmation", timeout=90).text
     with unit_of_work(world.app.state.make_session) as uow:
         assert uow.session.query(Runner).filter_by(event_id=event["id"], email="john@example.com").count() == 1
+
+
+# Headless Chromium on Linux has no Web Share: a stand-in, there before the page's script runs,
+# that records what the page hands it (as a phone's share sheet would get it).
+WEB_SHARE = """
+window.shared = [];
+navigator.canShare = data => !!data;
+navigator.share = data => {
+  window.shared.push(data.files ? {files: data.files.map(f => [f.name, f.type, f.size])} : {title: data.title, url: data.url});
+  return Promise.resolve();
+};
+"""
+# The clipboard too, so nothing depends on the machine's clipboard or the window having focus.
+CLIPBOARD = """
+window.copied = [];
+Object.defineProperty(navigator, "clipboard", {configurable: true, value: {
+  writeText: text => { window.copied.push(text); return Promise.resolve(); }}});
+"""
+
+
+def test_the_gallery_shares_its_link_or_copies_it_and_shares_a_photo(world, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    event = world.event(name="Harbour Half Marathon")
+    photos = world.upload(event["id"], {"c.jpg": EVENT_PHOTOS["c.jpg"]})
+    world.process(list(photos.values()))
+    runner = world.enrol(event["id"], "bill_mcbride")
+    token = tokens.make_token(world.settings.signing_key, "gallery", runner["id"])
+    with live_server(world.app) as base, chromium("phone", tmp_path / "profile") as driver:
+        gallery = f"{base}/g/{token}"
+        stub = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WEB_SHARE})
+        driver.get(gallery)
+        share = by_id(driver, "share-gallery")
+        wait_until(driver, lambda d: share.is_displayed(), message="no share button")
+        share.click()
+        wait_until(driver, lambda d: d.execute_script("return window.shared.length") == 1)
+        assert driver.execute_script("return window.shared") == [
+            {"title": "My photos from Harbour Half Marathon", "url": gallery}]
+
+        # the viewer shares the photo file itself
+        driver.find_element(By.CSS_SELECTOR, "#photo-grid .tile").click()
+        photo_share = by_id(driver, "viewer-share")
+        wait_until(driver, lambda d: photo_share.is_displayed())
+        photo_share.click()
+        wait_until(driver, lambda d: d.execute_script("return window.shared.length") == 2)
+        original = httpx.get(f"{gallery}/photos/{photos['c.jpg']}/original").content
+        assert driver.execute_script("return window.shared[1]") == {"files": [["photo.jpg", "image/jpeg", len(original)]]}
+
+        # without Web Share the button copies the link
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": stub["identifier"]})
+        driver.get(gallery)
+        assert driver.execute_script("return typeof navigator.share") == "undefined"
+        share = by_id(driver, "share-gallery")
+        wait_until(driver, lambda d: share.is_displayed())
+        driver.execute_script(CLIPBOARD)
+        share.click()
+        wait_until(driver, lambda d: share.text == "Link copied", message=share.text)
+        assert driver.execute_script("return window.copied") == [gallery]
+        check_page(driver, "gallery-link-copied")

@@ -19,11 +19,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, StoreDep, UoW, UowFactory
+from app.browser_policy import EMAIL_SAMPLE_POLICY
 from app.config import Settings
 from app.errors import AppError, NotFound
 from app.pages.dashboard.auth import PostDep, SignedInDep
-from app.pages.templating import page
+from app.pages.templating import PRIVATE_HEADERS, page
 from app.services import access, branding, chunked_uploads
+from app.services import email as email_service
 from app.services import events as event_service
 from app.services import gallery as gallery_service
 from app.services import matching as matching_service
@@ -43,6 +45,7 @@ FLASHES = {
     "notified": "E-mail queued.", "nothing": "Nothing new to e-mail to this runner.",
     "deleted": "Runner deleted, with their face template and matches.",
     "saved": "Settings saved.",
+    "rematching": "Settings saved. The photos are being matched again with the new threshold (progress below).",
     "event_deleted": "Event deleted, with its photos, runners and matches.",
 }
 
@@ -276,12 +279,23 @@ def send_page(event_id: str, request: Request, uow: UoW, settings: SettingsDep, 
     sample = None
     if preview.sample_runner_id:
         message = notify_service.sample_email(uow, settings, preview.sample_runner_id)
-        sample = {"to": message["To"], "subject": message["Subject"],
+        sample = {"to": message["To"], "subject": message["Subject"], "runner_id": preview.sample_runner_id,
                   "text": message.get_body(("plain",)).get_content()}
     selfie_url = _selfie_url(settings, event.slug)
     qr = segno.make(selfie_url, error="m").svg_inline(scale=4, border=2, omitsize=True, svgclass="qr-svg")
     return _event_page("dashboard/send.html", who, event, "send", request, preview=preview, sample=sample,
                        selfie_url=selfie_url, qr_svg=qr)
+
+
+@router.get("/dashboard/events/{event_id}/send/sample.html", response_class=HTMLResponse)
+def email_sample(event_id: str, uow: UoW, settings: SettingsDep, store: StoreDep, who: SignedInDep,
+                 runner: str = "") -> HTMLResponse:
+    """The HTML part of a runner's sample e-mail, thumbnails included, for the send page's frame.
+    Its inline styles need a policy of its own; links open outside the frame (a new tab)."""
+    message = notify_service.sample_email(uow, settings, _runner_of(uow, who, event_id, runner).id, store)
+    html = email_service.browser_html(message).replace("<head>", '<head><base target="_blank">', 1)
+    return HTMLResponse(html, headers={**PRIVATE_HEADERS, "Content-Security-Policy": EMAIL_SAMPLE_POLICY,
+                                       "X-Frame-Options": "SAMEORIGIN"})
 
 
 @router.post("/dashboard/events/{event_id}/send")
@@ -336,12 +350,13 @@ def save_settings(event_id: str, request: Request, uow: UoW, settings: SettingsD
             branding.set_logo(uow, store, event, logo.file.read(branding.LOGO_MAX_BYTES + 1))
         elif remove_logo:
             branding.remove_logo(uow, store, event)
-        matching_service.update_event(uow, event.id, name=name.strip(), starts_on=day, match_threshold=threshold)
+        event = matching_service.update_event(uow, event.id, name=name.strip(), starts_on=day,
+                                              match_threshold=threshold)
     except AppError as exc:
         uow.session.rollback()
         event = access.get_event(uow, who.caller, event_id)
         return _settings_page(request, who, event, settings, 422, exc.detail)
-    return _back(event.id, "/settings", "saved")
+    return _back(event.id, "/settings", "rematching" if event.rematch_done < event.rematch_total else "saved")
 
 
 @router.post("/dashboard/events/{event_id}/delete")
