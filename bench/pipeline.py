@@ -10,7 +10,7 @@ decode + resize) and of the new one (JPEG drafts, models/pipeline.py: analyse_fi
 in CPU time (process_time, threads pinned to 1) and wall time, and checks that the new path finds
 the same faces with the same embeddings.
 
-For each backend (yunet-sface with both engines; facenet when importable), each device (cpu, and
+For each backend (yunet-sface with its default engine, then opencv and torch; facenet when importable), each device (cpu, and
 cuda when present) and 1 and N worker processes, it prints photos/s (decode + detect + embed),
 ms per face, and peak memory. Workers fork from a parent that has loaded no model and not touched
 CUDA, then each loads its own backend, as Celery workers do.
@@ -40,18 +40,16 @@ BIBS = "bibs (on the crops' decode: not in total)"
 
 
 def make_backend(spec: str, device: str, cache_dir: Path):  # type: ignore[no-untyped-def]
-    """`spec` is a backend name, or "yunet-sface/torch" to force the torch engine on CPU."""
+    """`spec` is a backend name, or "yunet-sface/ENGINE" (torch, opencv, openvino) to force an engine."""
     from models.loader import get_backend
 
-    if spec == "yunet-sface/torch":
-        import torch
+    if spec.startswith("yunet-sface/"):
+        engine = spec.split("/", 1)[1]
+        if engine == "torch":
+            import torch
 
-        from models.yunet_sface import YunetSfaceBackend
-
-        torch.set_num_threads(1)
-        backend = YunetSfaceBackend(device=device, engine="torch")
-        backend.load()
-        return backend
+            torch.set_num_threads(1)
+        return get_backend("yunet-sface", device=device, cache_dir=cache_dir, engine=engine)
     return get_backend(spec, device=device, cache_dir=cache_dir)
 
 
@@ -298,7 +296,7 @@ def main() -> None:
     if args.steps:
         steps(photos)
         return
-    specs = ["yunet-sface", "yunet-sface/torch"]
+    specs = ["yunet-sface", "yunet-sface/opencv", "yunet-sface/torch"]
     if importlib.util.find_spec("models.facenet") is not None:
         specs.append("facenet")
     if args.backends:

@@ -7,8 +7,10 @@ YuNet on a 1600 px photo 88 ms on OpenCV against 39 ms in OpenVINO fp32.
 The int8 files are dequantised to fp32 once at load (models/onnx_fold.py) and compiled for one
 thread without core pinning (Celery runs one process per core; pinning would stack them).
 - YuNet runs in fp32: reduced precision moved small-face boxes (fp16 on CUDA: IoU down to 0.88).
-  One compiled model per padded input size (a fixed shape is 16% faster than a dynamic one);
-  event photos come in two to four sizes, so a few stay compiled.
+  A model compiled for one padded input size runs 20% faster than the any-size one but costs 80
+  ms to compile: an event's photos come in two to four sizes, so a size seen `COMPILE_AFTER`
+  times gets its own model (a few are kept); photos of other sizes (phones, crops, selfies) use
+  the any-size model.
 - SFace runs in bf16 where the CPU computes in it (AMX or AVX-512 BF16; embeddings cosine >= 0.999
   to fp32, tests/models/test_openvino_engine.py), else fp32.
 Outputs are the same arrays OpenCV gives (FaceDetectorYN rows, SFace raw features).
@@ -16,7 +18,7 @@ Outputs are the same arrays OpenCV gives (FaceDetectorYN rows, SFace raw feature
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy as np
 from models.face_align import CROP_SIZE
 from models.onnx_fold import dequantised_model
 
+COMPILE_AFTER = 3  # photos of one padded size before it gets a model of its own
 STRIDES = (8, 16, 32)
 DIVISOR = 32  # YuNet's strides and its 2x upsampling need sides divisible by 32
 # One thread per worker process, and no pinning: several processes share the cores.
@@ -53,12 +56,14 @@ class OpenvinoYunet:
     """YuNet; `detect` returns an (n, 15) array like FaceDetectorYN.detect: x, y, w, h, five (x, y)
     landmarks, score; best first."""
 
-    def __init__(self, path: Path, *, score_floor: float, nms_iou: float, top_k: int, shapes_kept: int = 4) -> None:
+    def __init__(self, path: Path, *, score_floor: float, nms_iou: float, top_k: int, shapes_kept: int = 3) -> None:
         self._core = _core()
         self._model = _read(self._core, path)
         self._output_names = [out.get_any_name() for out in self._model.outputs]  # cls_8 ... kps_32
         self.score_floor, self.nms_iou, self.top_k = score_floor, nms_iou, top_k
+        self._any_size = self._compile([1, 3, -1, -1])
         self._compiled: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self._seen: Counter[tuple[int, int]] = Counter()
         self._shapes_kept = shapes_kept
 
     def detect(self, image: np.ndarray) -> np.ndarray:
@@ -74,15 +79,24 @@ class OpenvinoYunet:
 
     def _request(self, shape: tuple[int, int]) -> Any:
         request = self._compiled.get(shape)
-        if request is None:
-            model = self._model.clone()
-            model.reshape([1, 3, *shape])
-            compiled = self._core.compile_model(model, "CPU", {**_CPU_CONFIG, "INFERENCE_PRECISION_HINT": "f32"})
-            request = self._compiled[shape] = compiled.create_infer_request()
-            while len(self._compiled) > self._shapes_kept:
-                self._compiled.popitem(last=False)
-        self._compiled.move_to_end(shape)
+        if request is not None:
+            self._compiled.move_to_end(shape)
+            return request
+        if len(self._seen) > 10_000:  # a long-lived process seeing endless sizes
+            self._seen.clear()
+        self._seen[shape] += 1
+        if self._seen[shape] < COMPILE_AFTER:
+            return self._any_size
+        request = self._compiled[shape] = self._compile([1, 3, *shape])
+        while len(self._compiled) > self._shapes_kept:
+            self._compiled.popitem(last=False)
         return request
+
+    def _compile(self, shape: list[int]) -> Any:
+        model = self._model.clone()
+        model.reshape(shape)
+        return self._core.compile_model(model, "CPU", {**_CPU_CONFIG, "INFERENCE_PRECISION_HINT": "f32"}
+                                        ).create_infer_request()
 
 
 def decode(outputs: dict[str, np.ndarray], padded: tuple[int, int], *, score_floor: float, nms_iou: float,

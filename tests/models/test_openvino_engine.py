@@ -79,3 +79,17 @@ def test_fp32_sface_equals_opencv_and_any_batch_size(opencv_reference: YunetSfac
     assert np.allclose(whole, one_by_one, atol=1e-4)
     unit = whole / np.linalg.norm(whole, axis=1, keepdims=True)
     assert (unit * opencv_reference.embed(crops[:7])).sum(axis=1).min() >= 0.9999
+
+
+def test_a_size_seen_often_gets_its_own_model_with_the_same_faces(photos: list[np.ndarray]) -> None:
+    from models.yunet_openvino import COMPILE_AFTER
+
+    backend = YunetSfaceBackend(device="cpu")  # a fresh one: no size seen yet
+    backend.load()
+    detector = backend._detector
+    photo = photos[0]
+    runs = [backend.detect([photo])[0] for _ in range(COMPILE_AFTER + 1)]
+    assert len(detector._compiled) == 1  # the first runs used the any-size model
+    for faces in runs[1:]:
+        assert len(faces) == len(runs[0])
+        assert min(best_ious(runs[0], faces), default=1.0) >= 0.999
