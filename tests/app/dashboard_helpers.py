@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from app.db.session import make_engine, make_sessionmaker, unit_of_work
+from app.db import Face, Match
+from app.db.session import UnitOfWork, make_engine, make_sessionmaker, unit_of_work
 from app.services.accounts import create_user
 from tests.conftest import TEST_ORG, organisation_for_tests
 
@@ -29,3 +30,12 @@ def sign_in(client, email: str, password: str = PASSWORD, next_path: str = "/das
 
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def add_match(uow: UnitOfWork, event_id: str, runner_id: str, photo_id: str) -> None:
+    """A face on the photo matched to the runner (rows only: the send page counts and samples them)."""
+    face = Face(photo_id=photo_id, event_id=event_id, x1=0, y1=0, x2=10, y2=10, score=0.9, size_px=10,
+                landmarks=[], embedding=b"", model_id="m")
+    uow.session.add(face)
+    uow.session.flush()
+    uow.session.add(Match(event_id=event_id, runner_id=runner_id, photo_id=photo_id, face_id=face.id, similarity=0.7))

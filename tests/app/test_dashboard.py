@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.browser_policy import EMAIL_SAMPLE_POLICY
 from app.main import create_app
-from tests.app.dashboard_helpers import PASSWORD, csrf_of, new_user, sign_in
+from tests.app.dashboard_helpers import PASSWORD, add_match, csrf_of, new_user, sign_in
 from tests.conftest import RecordingSender, migrated_settings
 from tests.images import noise_jpeg
 from worker.dispatch import PROCESS_PHOTO
@@ -236,7 +236,7 @@ def test_brand_colours_always_keep_readable_contrast():
 
 
 def test_sending_previews_the_count_and_a_sample_then_queues(app, signed_in):
-    from app.db import Face, Match, Photo, Runner
+    from app.db import Photo, Runner
     from app.db.session import unit_of_work
     from worker.dispatch import SEND_RUNNER_EMAIL
 
@@ -251,12 +251,7 @@ def test_sending_previews_the_count_and_a_sample_then_queues(app, signed_in):
                           status="done", thumb_key=thumb)
             uow.session.add_all([runner, photo])
             uow.session.flush()
-            face = Face(photo_id=photo.id, event_id=event_id, x1=0, y1=0, x2=10, y2=10, score=0.9, size_px=10,
-                        landmarks=[], embedding=b"", model_id="m")
-            uow.session.add(face)
-            uow.session.flush()
-            uow.session.add(Match(event_id=event_id, runner_id=runner.id, photo_id=photo.id, face_id=face.id,
-                                  similarity=0.7))
+            add_match(uow, event_id, runner.id, photo.id)
     page = signed_in.get(f"/dashboard/events/{event_id}/send").text
     assert "2 e-mails" in page and 'id="email-sample"' in page
     assert re.search(r"1 new photo of you from Bay Run", page) and "/g/" in page  # the rendered message

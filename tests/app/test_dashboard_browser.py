@@ -13,14 +13,14 @@ import zipfile
 
 import pytest
 
-from app.db import Face, Match, Photo, Runner, UploadSession
+from app.db import Photo, Runner, UploadSession
 from app.db.session import unit_of_work
 from app.jobs import REMATCH_EVENT
 from app.main import create_app
 from app.services import events as event_service
 from app.services import matching
 from tests.app.browser import WorkerSender, by_id, check_page, chromium, live_server, needs_chromium, wait_until
-from tests.app.dashboard_helpers import PASSWORD, new_user
+from tests.app.dashboard_helpers import PASSWORD, add_match, new_user
 from tests.app.test_matching import identity_image, jpeg
 from tests.conftest import migrated_settings, organisation_for_tests
 from tests.images import noise_jpeg
@@ -216,12 +216,7 @@ def test_the_send_page_shows_the_html_email_as_the_runner_gets_it(app, viewport,
             thumb = f"events/{event_id}/thumbs/{i}.jpg"
             app.state.store.put_bytes(thumb, jpeg(identity_image(faces_dir, "bill_mcbride", index).resize((400, 400))))
             photo = done_photo(uow, event_id, i, thumb)
-            face = Face(photo_id=photo.id, event_id=event_id, x1=0, y1=0, x2=10, y2=10, score=0.9, size_px=10,
-                        landmarks=[], embedding=b"", model_id="m")
-            uow.session.add(face)
-            uow.session.flush()
-            uow.session.add(Match(event_id=event_id, runner_id=runner.id, photo_id=photo.id, face_id=face.id,
-                                  similarity=0.7))
+            add_match(uow, event_id, runner.id, photo.id)
     with live_server(app) as base, chromium(viewport, tmp_path / "profile") as driver:
         sign_in(driver, base, email, f"/dashboard/events/{event_id}/send")
         assert "Ada Lovelace <ada@example.com>" in driver.find_element(By.CSS_SELECTOR, ".email-headers").text
@@ -332,8 +327,6 @@ return seen;
 
 def test_photos_dropped_on_the_event_page_are_uploaded_and_counted(app, tmp_path, faces_dir):
     """Real drag events carrying real JPEG files, dispatched on the drop zone."""
-    from selenium.webdriver.common.by import By
-
     email = new_user(app.state.settings)
     event_id = new_event(app, "Harbour Half Marathon")
     names = RACE_PHOTOS[:2]

@@ -10,10 +10,12 @@ import csv
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
-from models.image import decode_image
+from models.image import decode_image, downscale
+from models.types import Detection
 from models.yunet_sface import YunetSfaceBackend
 from tests.models.helpers import MAX_PIXELS
 
@@ -54,3 +56,15 @@ def opencv_reference() -> YunetSfaceBackend:
     backend = YunetSfaceBackend(device="cpu", engine="opencv")
     backend.load()
     return backend
+
+
+@pytest.fixture(scope="session")
+def photos(group_photos: dict[str, Image.Image]) -> list[np.ndarray]:
+    """The group photos as the detector sees them (1600 px long side), for comparing engines."""
+    return [np.asarray(downscale(img, 1600)[0].convert("RGB")) for img in group_photos.values()]
+
+
+@pytest.fixture(scope="session")
+def reference(opencv_reference: YunetSfaceBackend, photos: list[np.ndarray]) -> list[list[Detection]]:
+    """OpenCV's detections on `photos`: what the other engines are held to."""
+    return opencv_reference.detect(photos)

@@ -33,3 +33,19 @@ def best_ious(reference: list[Detection], other: list[Detection]) -> list[float]
 
 def rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
+
+
+def assert_same_detections(reference: list[list[Detection]], found: list[list[Detection]], *,
+                           min_score: float) -> None:
+    """Another engine's detections against the reference: every confident face on both sides has
+    a twin (IoU >= 0.95), with landmarks within 1 px and the score within 0.01."""
+    assert len(found) == len(reference)
+    for ref, got in zip(reference, found):
+        sure_ref = [f for f in ref if f.score >= min_score]
+        sure_got = [f for f in got if f.score >= min_score]
+        assert min(best_ious(sure_ref, got), default=1.0) >= 0.95
+        assert min(best_ious(sure_got, ref), default=1.0) >= 0.95
+        for r in sure_ref:
+            twin = max(got, key=lambda g: best_ious([r], [g])[0])
+            assert np.abs(np.subtract(r.landmarks, twin.landmarks)).max() <= 1.0
+            assert abs(r.score - twin.score) <= 0.01

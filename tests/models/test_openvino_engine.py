@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from models.image import downscale
 from models.types import Detection
 from models.yunet_openvino import OpenvinoSface
 from models.weights import SFACE, verified_path
 from models.yunet_sface import YunetSfaceBackend
-from tests.models.helpers import best_ious, rgb
-
-
-@pytest.fixture(scope="module")
-def photos(group_photos: dict[str, Image.Image]) -> list[np.ndarray]:
-    return [rgb(downscale(img, 1600)[0]) for img in group_photos.values()]
-
-
-@pytest.fixture(scope="module")
-def reference(opencv_reference: YunetSfaceBackend, photos: list[np.ndarray]) -> list[list[Detection]]:
-    return opencv_reference.detect(photos)
+from tests.models.helpers import assert_same_detections, best_ious
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +20,6 @@ def crops(opencv_reference: YunetSfaceBackend, photos: list[np.ndarray],
     return found
 
 
-def confident(faces: list[Detection]) -> list[Detection]:
-    return [f for f in faces if f.score >= YunetSfaceBackend.min_detection_score]
-
-
 def test_default_cpu_engine_is_openvino(yunet_sface: YunetSfaceBackend) -> None:
     assert yunet_sface.engine == "openvino"
 
@@ -43,15 +27,9 @@ def test_default_cpu_engine_is_openvino(yunet_sface: YunetSfaceBackend) -> None:
 def test_detections_match_opencv(yunet_sface: YunetSfaceBackend, photos: list[np.ndarray],
                                  reference: list[list[Detection]]) -> None:
     found = yunet_sface.detect(photos)
-    assert len(found) == len(reference)
-    assert sum(len(confident(f)) for f in found) == sum(len(confident(r)) for r in reference)
-    for ref, got in zip(reference, found):
-        assert min(best_ious(confident(ref), got), default=1.0) >= 0.95
-        assert min(best_ious(confident(got), ref), default=1.0) >= 0.95
-        for r in confident(ref):
-            twin = max(got, key=lambda g: best_ious([r], [g])[0])
-            assert np.abs(np.subtract(r.landmarks, twin.landmarks)).max() <= 1.0
-            assert abs(r.score - twin.score) <= 0.01
+    assert_same_detections(reference, found, min_score=YunetSfaceBackend.min_detection_score)
+    gate = YunetSfaceBackend.min_detection_score
+    assert sum(f.score >= gate for faces in found for f in faces) == sum(r.score >= gate for faces in reference for r in faces)
 
 
 def test_detections_come_best_first_and_odd_sizes_work(yunet_sface: YunetSfaceBackend,

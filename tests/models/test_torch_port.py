@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from models.image import downscale
 from models.onnx_fold import dequantize
 from models.types import Detection
 from models.yunet_sface import YunetSfaceBackend
-from tests.models.helpers import best_ious, rgb
+from tests.models.helpers import assert_same_detections, best_ious
 
 torch = pytest.importorskip("torch")
 
@@ -23,31 +21,10 @@ def torch_backend() -> YunetSfaceBackend:
     return backend
 
 
-@pytest.fixture(scope="module")
-def photos(group_photos: dict[str, Image.Image]) -> list[np.ndarray]:
-    return [rgb(downscale(img, 1600)[0]) for img in group_photos.values()]
-
-
-@pytest.fixture(scope="module")
-def reference(opencv_reference: YunetSfaceBackend, photos: list[np.ndarray]) -> list[list[Detection]]:
-    return opencv_reference.detect(photos)
-
-
-def confident(faces: list[Detection]) -> list[Detection]:
-    return [f for f in faces if f.score >= YunetSfaceBackend.min_detection_score]
-
-
 def test_detections_match_opencv(torch_backend: YunetSfaceBackend, photos: list[np.ndarray],
                                  reference: list[list[Detection]]) -> None:
     ported = torch_backend.detect(photos)  # mixed sizes in one call
-    assert len(ported) == len(reference)
-    for ref, got in zip(reference, ported):
-        assert min(best_ious(confident(ref), got), default=1.0) >= 0.95
-        assert min(best_ious(confident(got), ref), default=1.0) >= 0.95
-        for r in confident(ref):
-            twin = max(got, key=lambda g: best_ious([r], [g])[0])
-            assert np.abs(np.subtract(r.landmarks, twin.landmarks)).max() <= 1.0
-            assert abs(r.score - twin.score) <= 0.01
+    assert_same_detections(reference, ported, min_score=YunetSfaceBackend.min_detection_score)
 
 
 def test_batched_detection_equals_one_photo_at_a_time(torch_backend: YunetSfaceBackend,
