@@ -272,4 +272,7 @@ def test_the_gallery_shares_its_link_or_copies_it_and_shares_a_photo(world, tmp_
         share.click()
         wait_until(driver, lambda d: share.text == "Link copied", message=share.text)
         assert driver.execute_script("return window.copied") == [gallery]
+        # said to screen readers too: a focused button's new text is not read out
+        status = driver.find_element(By.ID, "share-status")
+        assert status.get_attribute("role") == "status" and "copied" in status.get_attribute("textContent")
         check_page(driver, "gallery-link-copied")

@@ -108,6 +108,9 @@
       if (navigator.share) { navigator.share(data).catch(function () {}); return; }
       navigator.clipboard.writeText(data.url).then(function () {
         shareGallery.textContent = "Link copied";
+        // a focused button's new text is not read out; a status region is
+        var status = document.getElementById("share-status");
+        if (status) status.textContent = "The link to your gallery is copied.";
       });
     });
   }
