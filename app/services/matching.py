@@ -16,7 +16,9 @@ Locks on the event row, and why photos of one event still match in parallel:
 - A processed photo takes only a shared lock (`share_event`: FOR SHARE on PostgreSQL), which other
   photos' shared locks do not block. It computes its similarities before that, from a runner
   matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), then
-  checks the version under the lock and recomputes only if it moved.
+  checks the version under the lock and recomputes only if it moved. A reprocessed photo takes
+  the shared lock before it deletes its old faces (and so their matches): the event is always
+  locked before the rows it guards, never after (review C5, tests/app/test_lock_order.py).
 So a runner enrolled while a photo is processed is seen by one side or the other (the photo's
 check runs after the enrolment committed, or the enrolment waited for the photo's commit and its
 MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, photo_id) hold.

@@ -210,6 +210,8 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
                 ctx.store.delete(thumb_key)
                 return "deleted"
             return "lost_claim"  # our claim went stale and another task took over
+        if photo.face_count:  # reprocessed: its old faces and their matches go; the event's lock
+            matching.share_event(uow, event_id)  # first, the order every writer keeps (review C5)
         face_list = face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces)
         photo_service.replace_faces(uow, photo, face_list)
         if ctx.bib_reader is not None:
