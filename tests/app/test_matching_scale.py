@@ -373,6 +373,7 @@ def test_runner_rows_are_stamped_with_the_version_that_changed_their_matrix_colu
 
     event = SyntheticEvent(world)
     matching.runner_cache.clear()
+    full_reads = matching.runner_cache.loads
     first = event.enrol("first@example.com", vector(0))
     assert event.changed_version(first) == (1, 1)
     second = event.enrol("second@example.com", vector(1))
@@ -392,4 +393,45 @@ def test_runner_rows_are_stamped_with_the_version_that_changed_their_matrix_colu
         matching.runners_changed(uow, event.id)
     assert event.changed_version(first) == (4, 5)
     assert event.served(matching.runner_cache) == event.stored()
-    assert (first, vector(5).tobytes()) in event.stored() and matching.runner_cache.loads == 1
+    assert (first, vector(5).tobytes()) in event.stored()
+    assert matching.runner_cache.loads == full_reads + 1  # its first read; the others read changed rows
+
+
+@pytest.mark.parametrize("dim", [128, 1100])  # 1100: partial sums could pass 2**24, the integer product
+def test_face_matrix_grows_by_blocks_and_searches_exactly_as_the_integer_product(dim, monkeypatch):
+    """The in-memory face matrix grows a block at a time (the blocks it has are never copied) and
+    its float32 search finds exactly the rows that the int8 x int32 product puts over the bar."""
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.services.face_matrix import INT8_MARGIN, SCALE, EventFaces, quantised
+
+    monkeypatch.setattr(face_matrix, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(face_matrix, "SEARCH_ROWS", 24)  # blocks cut into uneven pieces
+    rng = np.random.default_rng(3)
+    now = utcnow()
+    faces = EventFaces(now, now, dim)
+    probe = rng.standard_normal(dim).astype(np.float32)
+    probe /= np.linalg.norm(probe)
+    first_block = None
+    photos: dict[str, np.ndarray] = {}
+    for n in range(60):  # 1-8 faces a photo, some a near copy of the probe, some at full scale
+        vectors = rng.standard_normal((1 + n % 8, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        if n % 5 == 0:
+            vectors[0] = probe + 0.05 * vectors[0]
+            vectors[0] /= np.linalg.norm(vectors[0])
+        if n == 7:
+            vectors[0] = np.sign(probe)  # every coordinate at +-SCALE after quantising
+        photos[f"p{n:03d}"] = vectors
+        faces.append(f"p{n:03d}", vectors, now)
+        first_block = first_block if first_block is not None else faces.blocks[0]
+    faces.append("p005", photos["p005"][1:], now + timedelta(seconds=1))  # reprocessed: its old rows die
+    photos["p005"] = photos["p005"][1:]
+    assert len(faces.blocks) > 3 and faces.blocks[0] is first_block
+    assert faces.live == sum(len(v) for v in photos.values())
+    for threshold in (-1.0, 0.0, 0.2, 0.9):
+        bar = (threshold - INT8_MARGIN) * SCALE * SCALE
+        query = quantised(probe).astype(np.int64)
+        exact = {p for p, v in photos.items() if (quantised(v).astype(np.int64) @ query >= bar).any()}
+        assert faces.search(probe, threshold) == exact
