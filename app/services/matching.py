@@ -60,6 +60,7 @@ CANDIDATE_MARGIN = 1e-4
 # so uploads and enrolments wait at most one chunk.
 PHOTOS_PER_CHUNK = 100
 REMATCH_PHOTOS_PER_CHUNK = PHOTOS_PER_CHUNK
+RUNNER_ROWS_PER_READ = 4096  # a full read of an event's runners fetches them in parts this size
 
 
 @dataclass(frozen=True)
@@ -306,12 +307,17 @@ def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
 
 
 def _selfie_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
-    """Ids and embeddings as plain rows (no ORM objects), in id order, joined into one matrix."""
-    return _runner_set(uow.session.execute(
+    """Ids and embeddings as plain rows (no ORM objects), in id order, a few thousand at a time
+    (50k runners as rows at once would be 35 MB of Python objects), joined into one matrix."""
+    result = uow.session.execute(
         select(Runner.id, Runner.embedding)
         .where(Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None))
-        .order_by(Runner.id)
-    ).all())
+        .order_by(Runner.id).execution_options(yield_per=RUNNER_ROWS_PER_READ)
+    )
+    parts = [_runner_set(rows) for rows in result.partitions()]
+    if len(parts) < 2:
+        return parts[0] if parts else _runner_set([])
+    return RunnerSet(np.concatenate([p.ids for p in parts]), np.hstack([p.columns for p in parts]))
 
 
 def _linked_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
