@@ -15,9 +15,10 @@ Locks on the event row, and why photos of one event still match in parallel:
   exclusive lock (`lock_event`).
 - A processed photo takes only a shared lock (`share_event`: FOR SHARE on PostgreSQL), which other
   photos' shared locks do not block. It computes its similarities before that, from a runner
-  matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), then
-  checks the version under the lock and recomputes only if it moved. A new version reads only the
-  runner rows stamped with it or later (`runners.changed_version`), unless a runner was deleted.
+  matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), keeping
+  only the runners over the threshold it read; it checks both under the lock and recomputes if
+  the version moved or the threshold went down. At a new version the cache reads only the runner
+  rows stamped since the version it holds (`runners.changed_version`), or all after a deletion.
 So a runner enrolled while a photo is processed is seen by one side or the other (the photo's
 check runs after the enrolment committed, or the enrolment waited for the photo's commit and its
 MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, photo_id) hold.
@@ -55,10 +56,12 @@ from app.services.face_matrix import face_matrices
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
 CANDIDATE_MARGIN = 1e-4
-# Photos recomputed together: 100 photos of ~18 faces against 20k runners is a 144 MB similarity
-# matrix (500 was 720 MB). A background rematch also takes the event lock per chunk this size,
-# so uploads and enrolments wait at most one chunk.
+# Photos recomputed together. A background rematch takes the event lock per chunk this size, so
+# uploads and enrolments wait at most one chunk.
 PHOTOS_PER_CHUNK = 100
+# Faces multiplied by the runner matrix at a time: against 20k runners a 10 MB block, of which only
+# the columns that reach the threshold are kept (a chunk held whole was 144 MB).
+FACE_ROWS_PER_PRODUCT = 128
 REMATCH_PHOTOS_PER_CHUNK = PHOTOS_PER_CHUNK
 RUNNER_ROWS_PER_READ = 4096  # a full read of an event's runners fetches them in parts this size
 
@@ -334,17 +337,37 @@ def _runner_set(rows) -> RunnerSet:  # type: ignore[no-untyped-def]
 
 @dataclass
 class _PhotoFaces:
-    """The faces of some photos for one model, with their similarity to that model's runners."""
+    """The faces of some photos for one model, with their similarity to the runners (columns,
+    `runner_ids`) that reach `threshold` for at least one of them; -inf where a face's own block
+    did not reach it. Every runner left out is below the threshold for every face, and that is all
+    `assign` and the bib rule ask of a runner below it, so the outcome is the full matrix's."""
 
     face_ids: np.ndarray
     photos: np.ndarray
-    runners: RunnerSet
+    runner_ids: np.ndarray
     similarity: np.ndarray
+    threshold: float
 
 
-def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
-                  runner_sets: dict[str, RunnerSet] | None, version: int | None) -> list[_PhotoFaces]:
-    """Faces of the photos against the runners; from `runner_sets`, else the process cache."""
+def _over_threshold(matrix: np.ndarray, runners: RunnerSet, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(runner columns reaching the threshold for some face, those similarities), computed a block
+    of faces at a time."""
+    blocks = []
+    for start in range(0, len(matrix), FACE_ROWS_PER_PRODUCT):
+        block = matrix[start:start + FACE_ROWS_PER_PRODUCT] @ runners.columns
+        columns = np.flatnonzero((block >= threshold).any(axis=0))
+        blocks.append((start, columns, block[:, columns]))
+    kept = np.unique(np.concatenate([columns for _, columns, _ in blocks])) if blocks else np.zeros(0, np.int64)
+    similarity = np.full((len(matrix), len(kept)), -np.inf, np.float32)
+    for start, columns, values in blocks:
+        similarity[start:start + len(values), np.searchsorted(kept, columns)] = values
+    return kept, similarity
+
+
+def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str], runner_sets: dict[str, RunnerSet] | None,
+                  version: int | None, threshold: float) -> list[_PhotoFaces]:
+    """Faces of the photos against the runners, kept where they reach `threshold`; runners from
+    `runner_sets`, else the process cache."""
     faces = uow.session.execute(
         select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
         .where(Face.photo_id.in_(photo_ids), privacy.matchable_faces()).order_by(Face.photo_id, Face.id)
@@ -362,9 +385,9 @@ def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
         if len(runners.ids) == 0:
             continue
         rows = [f for f in faces if f.model_id == model_id]
-        matrix = as_matrix((f.embedding for f in rows), runners.dim)
+        columns, similarity = _over_threshold(as_matrix((f.embedding for f in rows), runners.dim), runners, threshold)
         out.append(_PhotoFaces(np.array([f.id for f in rows], object), np.array([f.photo_id for f in rows], object),
-                               runners, matrix @ runners.columns))
+                               runners.ids[columns], similarity, threshold))
     return out
 
 
@@ -379,13 +402,15 @@ def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], thre
     candidates: list[bib_matching.Candidate] = []
     wanted: bib_matching.WantedMatches = {}
     for part in computed:
+        if part.threshold > threshold:  # runners between the two thresholds were left out
+            raise ValueError("similarities were kept for a higher threshold than the one applied")
         if evidence.reads:  # the face+bib rule decides, from every candidate pair
             candidates += bib_matching.candidates_from(part.similarity, part.face_ids, part.photos,
-                                                       part.runners.ids, threshold)
+                                                       part.runner_ids, threshold)
             continue
-        result = assign(part.similarity, part.photos, threshold, _blocked(rejected, part.photos, part.runners.ids))
+        result = assign(part.similarity, part.photos, threshold, _blocked(rejected, part.photos, part.runner_ids))
         for f, r, sim in zip(result.face, result.runner, result.similarity):
-            wanted[(part.photos[f], part.face_ids[f], part.runners.ids[r])] = bib_matching.Wanted(
+            wanted[(part.photos[f], part.face_ids[f], part.runner_ids[r])] = bib_matching.Wanted(
                 float(sim), MatchSource.FACE)
     if evidence.reads:
         wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
@@ -409,7 +434,7 @@ def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
         privacy.keep_stored_matches(uow, photo_ids)
         return
     computed = _similarities(uow, event.id, photo_ids, {} if runner_sets is None else runner_sets,
-                             event.runners_version if cached else None)
+                             event.runners_version if cached else None, event.match_threshold)
     _assign_and_write(uow, event.id, photo_ids, event.match_threshold, computed)
 
 
@@ -474,13 +499,15 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
             _rematch_runner_photos(uow, event, runner_id)
         return
     before = read_event_state(uow, event_id)
-    computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version)
+    computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version,
+                                                      before.match_threshold)
     state = share_event(uow, event_id)
     if state.purged:  # retention over: the photo keeps no template
         privacy.keep_stored_matches(uow, [photo.id])
         return
-    if state.runners_version != before.runners_version or before.purged:  # enrolment or deletion meanwhile
-        computed = _similarities(uow, event_id, [photo.id], None, state.runners_version)
+    if (state.runners_version != before.runners_version or before.purged  # enrolment or deletion meanwhile
+            or state.match_threshold < before.match_threshold):  # or a lower threshold: more runners count
+        computed = _similarities(uow, event_id, [photo.id], None, state.runners_version, state.match_threshold)
     _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
 
 

@@ -234,7 +234,7 @@ class SyntheticEvent:
             uow.session.add(photo)
             uow.session.flush()
             rows = [Face(photo_id=photo.id, event_id=self.id, model_id=MODEL, x1=0, y1=0, x2=size, y2=size,
-                         score=0.9, size_px=size, landmarks=[], embedding=vec.tobytes())
+                         score=0.9, size_px=size, landmarks=[], embedding=vec.astype(np.float32).tobytes())
                     for vec, size in zip(faces, sizes or [100.0] * len(faces))]
             uow.session.add_all(rows)
             uow.session.flush()
@@ -435,3 +435,29 @@ def test_face_matrix_grows_by_blocks_and_searches_exactly_as_the_integer_product
         query = quantised(probe).astype(np.int64)
         exact = {p for p, v in photos.items() if (quantised(v).astype(np.int64) @ query >= bar).any()}
         assert faces.search(probe, threshold) == exact
+
+
+@pytest.mark.postgres
+def test_a_threshold_lowered_while_a_photo_computes_is_applied_to_every_runner(pg_world, monkeypatch):
+    """A photo keeps only the runners over the threshold it read before the lock; when the lock
+    shows a lower one (a PATCH committed meanwhile), it computes again (PostgreSQL: the PATCH's
+    update does not wait for the photo's transaction)."""
+    from sqlalchemy import update
+
+    from app.db import Event
+
+    event = SyntheticEvent(pg_world)
+    runner = event.enrol("r@example.com", vector(0))
+    other = vector(1) - (vector(1) @ vector(0)) * vector(0)
+    halfway = 0.5 * vector(0) + np.sqrt(0.75) * other / np.linalg.norm(other)  # cosine 0.5 to the runner
+    with unit_of_work(event.make_session) as uow:
+        uow.session.execute(update(Event).where(Event.id == event.id).values(match_threshold=0.6))
+    share_event = matching.share_event
+
+    def patched_meanwhile(uow, event_id):  # type: ignore[no-untyped-def]
+        with unit_of_work(event.make_session) as other_uow:
+            other_uow.session.execute(update(Event).where(Event.id == event_id).values(match_threshold=0.45))
+        return share_event(uow, event_id)
+
+    monkeypatch.setattr(matching, "share_event", patched_meanwhile)
+    assert event.matched(event.photo([halfway])) == {runner}
