@@ -14,9 +14,9 @@ Wall and CPU time are both printed: the machine is shared, so judge the per-core
 Embeddings are random unit vectors; each runner appears (cosine about 0.6) in some photos.
 The scratch database is dropped at the end (`--keep` keeps it and prints its name; `--reuse NAME`
 measures on a kept one instead of filling a new one: filling 1M faces takes minutes). `--profile
-DIR` writes cProfile statistics of the warm per-photo loop and of each new runner to DIR and
-prints their top entries by cumulative time (the timings printed then include the profiler's
-overhead). Last line:
+DIR` writes cProfile statistics (CPU time) of the warm per-photo loop and of each new runner to
+DIR and prints their top entries by cumulative time (the timings printed then include the
+profiler's overhead). Last line:
 `matching: X photos/s with 1 worker, Y with 2 (ratio R) at N runners, M faces`.
 """
 
@@ -172,7 +172,7 @@ class Profile:
 
     def __init__(self, folder: str | None, name: str) -> None:
         self.path = Path(folder) / f"{name}.prof" if folder else None
-        self.profiler = cProfile.Profile() if folder else None
+        self.profiler = cProfile.Profile(time.process_time) if folder else None  # CPU: the machine is shared
 
     def __enter__(self) -> Profile:
         if self.profiler is not None:
@@ -209,6 +209,7 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
     make_session = make_sessionmaker(engine)
     with unit_of_work(make_session) as uow:  # warm the runner cache off the clock
         matching.runner_cache.get(uow, event_id, MODEL_ID, matching.read_event_state(uow, event_id).runners_version)
+        backend = uow.session.scalar(text("SELECT pg_backend_pid()"))  # one unit of work at a time: one connection
     lock_wait = [0.0]
     share_event = matching.share_event
 
@@ -221,13 +222,14 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
 
     matching.share_event = timed_share_event  # how long the shared lock kept this worker waiting
     start.wait()
-    c0, w0 = time.process_time(), time.perf_counter()
+    c0, w0, b0 = time.process_time(), time.perf_counter(), process_cpu_s(backend)
     for photo_id in photo_ids:
         with unit_of_work(make_session) as uow:
             photo = uow.session.get(Photo, photo_id)
             matching.on_photo_done(uow, photo)
             photo.status = "done"
-    results.put((len(photo_ids), time.perf_counter() - w0, time.process_time() - c0, lock_wait[0]))
+    results.put((len(photo_ids), time.perf_counter() - w0, time.process_time() - c0, lock_wait[0],
+                 process_cpu_s(backend) - b0))
     engine.dispose()
 
 
@@ -239,9 +241,21 @@ def reset_photos(url: str, photo_ids: list[str]) -> None:
     engine.dispose()
 
 
-def throughput(url: str, event_id: str, photo_ids: list[str], workers: int) -> tuple[float, float, float]:
-    """Matching photos/s (wall), CPU ms per photo and lock-wait ms per photo with `workers`
-    processes on one event."""
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds a process of this machine has used (a PostgreSQL backend: the server is local)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used, every core (from /proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def throughput(url: str, event_id: str, photo_ids: list[str], workers: int) -> tuple[float, ...]:
+    """Matching photos/s (wall); per photo: the workers' CPU ms, lock-wait ms, their PostgreSQL
+    backends' CPU ms and the whole machine's CPU ms, with `workers` processes on one event."""
     reset_photos(url, photo_ids)
     ctx = mp.get_context("fork")
     start, results = ctx.Barrier(workers + 1), ctx.Queue()
@@ -250,13 +264,14 @@ def throughput(url: str, event_id: str, photo_ids: list[str], workers: int) -> t
     for p in procs:
         p.start()
     start.wait()
-    t0 = time.perf_counter()
+    t0, busy0 = time.perf_counter(), machine_busy_s()
     rows = [results.get() for _ in procs]
-    wall = time.perf_counter() - t0
+    wall, busy = time.perf_counter() - t0, machine_busy_s() - busy0
     for p in procs:
         p.join()
     n = sum(r[0] for r in rows)
-    return n / wall, 1000 * sum(r[2] for r in rows) / n, 1000 * sum(r[3] for r in rows) / n
+    return (n / wall, 1000 * sum(r[2] for r in rows) / n, 1000 * sum(r[3] for r in rows) / n,
+            1000 * sum(r[4] for r in rows) / n, 1000 * busy / n)
 
 
 def per_photo(url: str, event_id: str, photo_ids: list[str], profile_dir: str | None = None) -> None:
@@ -388,11 +403,14 @@ def main() -> None:
         new_runner(url, event_id, identities, args.profile)
         if not args.quick:
             threshold_change(url, event_id)
-        one, cpu1, wait1 = throughput(url, event_id, held, 1)
-        two, cpu2, wait2 = throughput(url, event_id, held, 2)
+        one, cpu1, wait1, pg1, busy1 = throughput(url, event_id, held, 1)
+        two, cpu2, wait2, pg2, busy2 = throughput(url, event_id, held, 2)
         print(f"matching step per photo: CPU {cpu1:.1f} ms with 1 worker, {cpu2:.1f} ms with 2; taking the shared "
               f"event lock {wait1:.2f} ms with 1, {wait2:.2f} ms with 2 (load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores, PostgreSQL on the same cores)")
+        print(f"CPU split per photo: worker {cpu1:.1f} + its PostgreSQL backend {pg1:.1f} of {busy1:.1f} ms used on "
+              f"the machine with 1 worker; {cpu2:.1f} + {pg2:.1f} of {busy2:.1f} ms with 2 (the rest: PostgreSQL's "
+              f"WAL writer and checkpointer, other jobs)")
         print(f"matching: {one:.1f} photos/s with 1 worker, {two:.1f} with 2 (ratio {two / one:.2f}) "
               f"at {n_runners} runners, {n_faces} faces")
     finally:
