@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from app.db import Event, Face, Match, MatchRejection, MatchSource, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
@@ -469,13 +469,13 @@ def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
     kept = {(m.photo_id, m.face_id, m.runner_id) for m in current if same(m)}
     if stale:  # deletes go first, so a face or slot that changes hands never breaks a unique key
         session.execute(delete(Match).where(Match.id.in_(stale)).execution_options(synchronize_session=False))
-    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id,
-                   similarity=w.similarity, source=w.source)
+    added = [{"event_id": event_id, "face_id": face_id, "runner_id": runner_id, "photo_id": photo_id,
+              "similarity": w.similarity, "source": w.source}
              for (photo_id, face_id, runner_id), w in wanted.items() if (photo_id, face_id, runner_id) not in kept]
-    session.add_all(added)
-    session.flush()
+    if added:  # one INSERT of plain rows: no ORM object is needed afterwards
+        session.execute(insert(Match), added)
     gone = set(stale)
-    webhooks.runners_matched(uow, {m.runner_id for m in current if m.id in gone} | {m.runner_id for m in added})
+    webhooks.runners_matched(uow, {m.runner_id for m in current if m.id in gone} | {m["runner_id"] for m in added})
 
 
 def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
