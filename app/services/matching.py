@@ -239,7 +239,8 @@ def _changed_since(uow: UnitOfWork, event_id: str, model_id: str, cached: _Cache
         if added:
             columns[:, len(old.ids):] = as_matrix((e for _, e in added), dim).T
         ids = np.concatenate([old.ids, np.array([runner_id for runner_id, _ in added], object)])
-        if added and len(old.ids) and min(runner_id for runner_id, _ in added) < old.ids[-1]:  # id order, as a full read
+        if added and len(old.ids) and min(runner_id for runner_id, _ in added) < old.ids[-1]:
+            # kept in id order, as a full read gives them (ties of the argmax go to the same runner)
             order = np.argsort(ids, kind="stable")
             ids, columns = ids[order], np.ascontiguousarray(columns[:, order])
         selfies = RunnerSet(ids, columns)

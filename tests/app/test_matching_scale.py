@@ -198,13 +198,13 @@ class SyntheticEvent:
         self.make_session = world.app.state.make_session
         self.id = world.event()["id"]
 
-    def enrol(self, email: str, vec: np.ndarray) -> str:
+    def enrol(self, email: str, vec: np.ndarray, bib: str | None = None) -> str:
         from app.schemas.runner import RunnerCreate
         from app.services import privacy, runners
         from models.pipeline import FaceResult
 
         face = FaceResult((0.0, 0.0, 100.0, 100.0), ((0.0, 0.0),) * 5, 0.9, 100.0, vec)
-        form = RunnerCreate(name=email.split("@")[0], email=email, consent=True)
+        form = RunnerCreate(name=email.split("@")[0], email=email, consent=True, bib=bib)
         with unit_of_work(self.make_session, RecordingSender()) as uow:
             return runners.enrol(uow, self.id, form, face, MODEL, privacy.Consent.on_page(None)).runner.id
 
@@ -319,8 +319,8 @@ def test_runner_cache_follows_a_bib_link_that_a_photo_moves(db, request):
     event = SyntheticEvent(request.getfixturevalue(db))
     matching.runner_cache.clear()
     other = matching.RunnerCache()
-    selfie = event.enrol("selfie@example.com", vector(0))
     event.start_list("bib,name\n42,Kim\n")
+    selfie = event.enrol("selfie@example.com", vector(0))
     assert event.served(other) == event.stored() and len(event.stored()) == 1  # no link yet
     first = event.photo([vector(1)], sizes=[50.0], bibs={0: "42"})
     kim = (set(event.matched(first)) - {selfie}).pop()
@@ -330,6 +330,10 @@ def test_runner_cache_follows_a_bib_link_that_a_photo_moves(db, request):
     assert loads(other) == (1, 2)
     assert event.matched(event.photo([vector(2)])) == {kim}  # found by the linked face, no bib read
     assert event.matched(event.photo([vector(1)])) == set()  # the old link is never served again
+    # Kim sends a selfie (the start-list row is completed): a row older than `selfie` joins the selfies
+    assert event.enrol("kim@example.com", vector(3), bib="42") == kim < selfie
+    assert event.served(other) == event.stored() == [(kim, vector(3).tobytes()), (selfie, vector(0).tobytes())]
+    assert loads(other) == (1, 3)
 
 
 @pytest.mark.parametrize("db", BOTH_DATABASES)
