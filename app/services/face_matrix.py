@@ -83,8 +83,8 @@ def _parse(buffer: bytearray, id_len: int, dim: int, *, final: bool) -> tuple[np
 
 # --- the per-process face matrix of an event (a new runner's search) ---------------------------
 
-# Vectors are kept as int8 (x127): 128 MB per 1M faces, and an int8 x int32 product is ~3x faster
-# than converting fp16. The rounding moves a cosine by 0.0023 (std; max 0.0104 in 100k faces),
+# Vectors are kept as int8 (x127): 128 MB per 1M faces, and searched 4x faster than fp16 would be
+# (both are converted to float32 a few rows at a time; EventFaces.search). The rounding moves a cosine by 0.0023 (std; max 0.0104 in 100k faces),
 # and by more than 0.04 with probability under 1e-11 (Hoeffding over the 256 rounding terms), so
 # the bar is lowered by that; rematch_photos then decides from the stored float32 vectors.
 SCALE = 127
