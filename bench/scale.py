@@ -1,6 +1,7 @@
 """Matching at event scale on PostgreSQL (a benchmark, not a test): prints numbers for people.
 
-    .venv/bin/python bench/scale.py [--small] [--url postgresql+psycopg://postgres@127.0.0.1/postgres]
+    .venv/bin/python bench/scale.py [--small] [--quick] [--url postgresql+psycopg://postgres@127.0.0.1/postgres]
+        [--keep] [--reuse DATABASE] [--profile DIR]
 
 Creates a scratch database, fills one synthetic event with runners and processed photos (20k
 runners and 1M faces; --small: 2k and 100k) through COPY, then measures with the project's own
@@ -11,14 +12,20 @@ services (app/services/matching.py):
 4. the matching step's photos/s with 1 and 2 worker processes on the same event.
 Wall and CPU time are both printed: the machine is shared, so judge the per-core cost by CPU.
 Embeddings are random unit vectors; each runner appears (cosine about 0.6) in some photos.
-The scratch database is dropped at the end. Last line:
+The scratch database is dropped at the end (`--keep` keeps it and prints its name; `--reuse NAME`
+measures on a kept one instead of filling a new one: filling 1M faces takes minutes). `--profile
+DIR` writes cProfile statistics (CPU time) of the warm per-photo loop and of each new runner to
+DIR and prints their top entries by cumulative time (the timings printed then include the
+profiler's overhead). Last line:
 `matching: X photos/s with 1 worker, Y with 2 (ratio R) at N runners, M faces`.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import io
+import pstats
 import multiprocessing as mp
 import os
 import resource
@@ -50,6 +57,7 @@ THRESHOLD = 0.48
 MODEL_ID = "yunet-2023mar+sface-2021dec"
 SHARE_OF_RUNNER_FACES = 0.3  # faces that belong to an enrolled runner; the rest are bystanders
 TIMED_PHOTOS = 200  # photos held back (faces stored, not yet matched) for the per-photo timings
+HELD_PREFIX = "held-"  # their file names start with it (found again by --reuse)
 
 
 class Recorder:
@@ -112,7 +120,7 @@ def fill(url: str, n_runners: int, n_faces: int, seed: int = 7) -> tuple[str, li
         copy_rows(raw.driver_connection, "photos",
                   ["id", "event_id", "filename", "sha256", "size_bytes", "content_type", "storage_key", "status",
                    "queued_at", "attempts", "processed_at", "created_at", "face_count", "width", "height"],
-                  ([pid, event_id, f"{pid}.jpg", secrets.token_hex(32), "5000000", "image/jpeg", f"events/{event_id}/{pid}",
+                  ([pid, event_id, f"{HELD_PREFIX if pid in held else ''}{pid}.jpg", secrets.token_hex(32), "5000000", "image/jpeg", f"events/{event_id}/{pid}",
                     "processing" if pid in held else "done", earlier, "1", earlier, earlier, str(FACES_PER_PHOTO),
                     "6000", "4000"]
                    for pid in photo_ids))
@@ -142,6 +150,49 @@ def fill(url: str, n_runners: int, n_faces: int, seed: int = 7) -> tuple[str, li
     return event_id, sorted(held), identities
 
 
+def reuse(url: str, n_runners: int, seed: int = 7) -> tuple[str, list[str], np.ndarray]:
+    """A database filled by an earlier run (--keep): what `fill` returned, less the new runners
+    that run enrolled."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        event_id = conn.execute(text("SELECT id FROM events WHERE name = 'Scale test'")).scalar_one()
+        conn.execute(text("DELETE FROM runners WHERE event_id = :e AND name = 'New'"), {"e": event_id})
+        conn.execute(text("UPDATE events SET runners_version = runners_version + 1 WHERE id = :e"), {"e": event_id})
+        held = list(conn.execute(text("SELECT id FROM photos WHERE event_id = :e AND filename LIKE :p ORDER BY id"),
+                                 {"e": event_id, "p": HELD_PREFIX + "%"}).scalars())
+        stored = conn.execute(text("SELECT count(*) FROM runners WHERE event_id = :e"), {"e": event_id}).scalar_one()
+    engine.dispose()
+    if stored != n_runners:
+        raise SystemExit(f"the kept database has {stored} runners, not {n_runners}: pass the same --small/--runners")
+    return event_id, held, unit(np.random.default_rng(seed), n_runners)  # fill's first draw
+
+
+class Profile:
+    """cProfile around some calls, saved to DIR/NAME.prof and summed up on stdout (--profile)."""
+
+    def __init__(self, folder: str | None, name: str) -> None:
+        self.path = Path(folder) / f"{name}.prof" if folder else None
+        self.profiler = cProfile.Profile(time.process_time) if folder else None  # CPU: the machine is shared
+
+    def __enter__(self) -> Profile:
+        if self.profiler is not None:
+            self.profiler.enable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.profiler is not None:
+            self.profiler.disable()
+
+    def report(self, top: int = 25) -> None:
+        if self.profiler is None or self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.profiler.dump_stats(self.path)
+        out = io.StringIO()
+        pstats.Stats(self.profiler, stream=out).sort_stats("cumulative").print_stats(top)
+        print(f"--- profile {self.path} (cumulative) ---\n{out.getvalue()}", flush=True)
+
+
 def initial_matches(url: str, event_id: str) -> float:
     """Every done photo matched once (what the workers would have written); returns seconds."""
     engine = make_engine(url)
@@ -158,6 +209,7 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
     make_session = make_sessionmaker(engine)
     with unit_of_work(make_session) as uow:  # warm the runner cache off the clock
         matching.runner_cache.get(uow, event_id, MODEL_ID, matching.read_event_state(uow, event_id).runners_version)
+        backend = uow.session.scalar(text("SELECT pg_backend_pid()"))  # one unit of work at a time: one connection
     lock_wait = [0.0]
     share_event = matching.share_event
 
@@ -170,13 +222,14 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
 
     matching.share_event = timed_share_event  # how long the shared lock kept this worker waiting
     start.wait()
-    c0, w0 = time.process_time(), time.perf_counter()
+    c0, w0, b0 = time.process_time(), time.perf_counter(), process_cpu_s(backend)
     for photo_id in photo_ids:
         with unit_of_work(make_session) as uow:
             photo = uow.session.get(Photo, photo_id)
             matching.on_photo_done(uow, photo)
             photo.status = "done"
-    results.put((len(photo_ids), time.perf_counter() - w0, time.process_time() - c0, lock_wait[0]))
+    results.put((len(photo_ids), time.perf_counter() - w0, time.process_time() - c0, lock_wait[0],
+                 process_cpu_s(backend) - b0))
     engine.dispose()
 
 
@@ -188,9 +241,21 @@ def reset_photos(url: str, photo_ids: list[str]) -> None:
     engine.dispose()
 
 
-def throughput(url: str, event_id: str, photo_ids: list[str], workers: int) -> tuple[float, float, float]:
-    """Matching photos/s (wall), CPU ms per photo and lock-wait ms per photo with `workers`
-    processes on one event."""
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds a process of this machine has used (a PostgreSQL backend: the server is local)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used, every core (from /proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def throughput(url: str, event_id: str, photo_ids: list[str], workers: int) -> tuple[float, ...]:
+    """Matching photos/s (wall); per photo: the workers' CPU ms, lock-wait ms, their PostgreSQL
+    backends' CPU ms and the whole machine's CPU ms, with `workers` processes on one event."""
     reset_photos(url, photo_ids)
     ctx = mp.get_context("fork")
     start, results = ctx.Barrier(workers + 1), ctx.Queue()
@@ -199,43 +264,52 @@ def throughput(url: str, event_id: str, photo_ids: list[str], workers: int) -> t
     for p in procs:
         p.start()
     start.wait()
-    t0 = time.perf_counter()
+    t0, busy0 = time.perf_counter(), machine_busy_s()
     rows = [results.get() for _ in procs]
-    wall = time.perf_counter() - t0
+    wall, busy = time.perf_counter() - t0, machine_busy_s() - busy0
     for p in procs:
         p.join()
     n = sum(r[0] for r in rows)
-    return n / wall, 1000 * sum(r[2] for r in rows) / n, 1000 * sum(r[3] for r in rows) / n
+    return (n / wall, 1000 * sum(r[2] for r in rows) / n, 1000 * sum(r[3] for r in rows) / n,
+            1000 * sum(r[4] for r in rows) / n, 1000 * busy / n)
 
 
-def per_photo(url: str, event_id: str, photo_ids: list[str]) -> None:
+def per_photo(url: str, event_id: str, photo_ids: list[str], profile_dir: str | None = None) -> None:
     reset_photos(url, photo_ids)
     engine = make_engine(url)
     make_session = make_sessionmaker(engine)
     matching.runner_cache.clear()
     times = []
-    for photo_id in photo_ids[:50]:
-        c0, w0 = time.process_time(), time.perf_counter()
-        with unit_of_work(make_session) as uow:
-            matching.on_photo_done(uow, uow.session.get(Photo, photo_id))
-        times.append((time.perf_counter() - w0, time.process_time() - c0))
+    profile = Profile(profile_dir, "per_photo_warm")
+    for n, photo_id in enumerate(photo_ids[:50]):
+        with profile if n else Profile(None, ""):  # the warm photos only
+            c0, w0 = time.process_time(), time.perf_counter()
+            with unit_of_work(make_session) as uow:
+                matching.on_photo_done(uow, uow.session.get(Photo, photo_id))
+            times.append((time.perf_counter() - w0, time.process_time() - c0))
     engine.dispose()
+    profile.report()
     cold, warm = times[0], np.median(np.array(times[1:]), axis=0)
     print(f"per-photo matching ({FACES_PER_PHOTO} faces): cold {1000 * cold[0]:.0f} ms (runner matrix loaded), "
-          f"warm median {1000 * warm[0]:.1f} ms wall, {1000 * warm[1]:.1f} ms CPU", flush=True)
+          f"warm median {1000 * warm[0]:.1f} ms wall, {1000 * warm[1]:.1f} ms CPU "
+          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
 
 
-def new_runner_child(url: str, event_id: str, vectors: list[np.ndarray], results) -> None:  # type: ignore[no-untyped-def]
+def new_runner_child(url: str, event_id: str, vectors: list[np.ndarray], results,  # type: ignore[no-untyped-def]
+                     profile_dir: str | None = None) -> None:
     """Two new runners in one matching worker: the first builds the event's face matrix (cold),
     the second finds it in memory (warm, only photos processed since are read)."""
     engine = make_engine(url)
     make_session = make_sessionmaker(engine)
-    for vector in vectors:
-        results.put(_one_new_runner(make_session, event_id, vector))
+    for n, vector in enumerate(vectors):
+        profile = Profile(profile_dir, f"new_runner_{n + 1}")
+        results.put(_one_new_runner(make_session, event_id, vector, profile))
+        profile.report()
     engine.dispose()
 
 
-def _one_new_runner(make_session, event_id: str, vector: np.ndarray) -> tuple:  # type: ignore[no-untyped-def]
+def _one_new_runner(make_session, event_id: str, vector: np.ndarray,  # type: ignore[no-untyped-def]
+                    profile: Profile) -> tuple:
     with unit_of_work(make_session) as uow:
         matching.runners_changed(uow, event_id)
         runner = Runner(event_id=event_id, name="New", email="new@example.org", consent_at=utcnow(),
@@ -245,7 +319,7 @@ def _one_new_runner(make_session, event_id: str, vector: np.ndarray) -> tuple:  
         runner_id = runner.id
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     c0, w0 = time.process_time(), time.perf_counter()
-    with unit_of_work(make_session) as uow:
+    with profile, unit_of_work(make_session) as uow:
         found = matching.match_runner(uow, runner_id)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -254,12 +328,13 @@ def _one_new_runner(make_session, event_id: str, vector: np.ndarray) -> tuple:  
     return found, candidates, wall, cpu, before, peak
 
 
-def new_runner(url: str, event_id: str, identities: np.ndarray) -> None:
+def new_runner(url: str, event_id: str, identities: np.ndarray, profile_dir: str | None = None) -> None:
     ctx = mp.get_context("fork")
     results = ctx.Queue()
     noise = unit(np.random.default_rng(1), 2)
     vectors = [identities[i] * 0.9 + noise[i] * 0.43 for i in (0, 1)]  # twins of runners 0 and 1
-    p = ctx.Process(target=new_runner_child, args=(url, event_id, [v / np.linalg.norm(v) for v in vectors], results))
+    p = ctx.Process(target=new_runner_child, args=(url, event_id, [v / np.linalg.norm(v) for v in vectors], results,
+                                                          profile_dir))
     p.start()
     for label in ("first (builds the face matrix)", "second (matrix in memory)"):
         found, candidates, wall, cpu, before, peak = results.get()
@@ -298,37 +373,52 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="skip the two whole-event passes (initial matching, threshold rematch): each is "
                              "photos x faces x runners of CPU, long on a shared 2-core machine at full size")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
+    parser.add_argument("--reuse", metavar="DATABASE", help="measure on a database kept by --keep instead of filling")
+    parser.add_argument("--profile", metavar="DIR", help="cProfile the warm per-photo loop and the new runners")
     args = parser.parse_args()
     n_runners = args.runners or (2_000 if args.small else 20_000)
     n_faces = args.faces or (100_000 if args.small else 1_000_000)
 
-    name = f"finishline_scale_{secrets.token_hex(4)}"
+    name = args.reuse or f"finishline_scale_{secrets.token_hex(4)}"
     admin = create_engine(args.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    if not args.reuse:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = args.url.rsplit("/", 1)[0] + f"/{name}"
+    keep = args.keep or bool(args.reuse)
     try:
         upgrade_to_head(url)
         t0 = time.perf_counter()
-        event_id, held, identities = fill(url, n_runners, n_faces)
-        print(f"filled {n_runners} runners, {n_faces} faces in {n_faces // FACES_PER_PHOTO} photos "
-              f"in {time.perf_counter() - t0:.0f} s", flush=True)
+        if args.reuse:
+            event_id, held, identities = reuse(url, n_runners)
+            print(f"reusing {name}: {n_runners} runners, {n_faces} faces (as filled)", flush=True)
+        else:
+            event_id, held, identities = fill(url, n_runners, n_faces)
+            print(f"filled {n_runners} runners, {n_faces} faces in {n_faces // FACES_PER_PHOTO} photos "
+                  f"in {time.perf_counter() - t0:.0f} s", flush=True)
         if not args.quick:
             print(f"initial matching of every photo: {initial_matches(url, event_id):.1f} s", flush=True)
-        per_photo(url, event_id, held)
-        new_runner(url, event_id, identities)
+        per_photo(url, event_id, held, args.profile)
+        new_runner(url, event_id, identities, args.profile)
         if not args.quick:
             threshold_change(url, event_id)
-        one, cpu1, wait1 = throughput(url, event_id, held, 1)
-        two, cpu2, wait2 = throughput(url, event_id, held, 2)
+        one, cpu1, wait1, pg1, busy1 = throughput(url, event_id, held, 1)
+        two, cpu2, wait2, pg2, busy2 = throughput(url, event_id, held, 2)
         print(f"matching step per photo: CPU {cpu1:.1f} ms with 1 worker, {cpu2:.1f} ms with 2; taking the shared "
               f"event lock {wait1:.2f} ms with 1, {wait2:.2f} ms with 2 (load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores, PostgreSQL on the same cores)")
+        print(f"CPU split per photo: worker {cpu1:.1f} + its PostgreSQL backend {pg1:.1f} of {busy1:.1f} ms used on "
+              f"the machine with 1 worker; {cpu2:.1f} + {pg2:.1f} of {busy2:.1f} ms with 2 (the rest: PostgreSQL's "
+              f"WAL writer and checkpointer, other jobs)")
         print(f"matching: {one:.1f} photos/s with 1 worker, {two:.1f} with 2 (ratio {two / one:.2f}) "
               f"at {n_runners} runners, {n_faces} faces")
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep:
+            print(f"kept the database {name} (--reuse {name}; drop it when done)")
+        else:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 

@@ -15,10 +15,13 @@ Locks on the event row, and why photos of one event still match in parallel:
   exclusive lock (`lock_event`).
 - A processed photo takes only a shared lock (`share_event`: FOR SHARE on PostgreSQL), which other
   photos' shared locks do not block. It computes its similarities before that, from a runner
-  matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), then
-  checks the version under the lock and recomputes only if it moved. A reprocessed photo takes
-  the shared lock before it deletes its old faces (and so their matches): the event is always
-  locked before the rows it guards, never after (review C5, tests/app/test_lock_order.py).
+  matrix cached per worker process and keyed by `events.runners_version` (`RunnerCache`), keeping
+  only the runners over the threshold it read; it checks both under the lock and recomputes if
+  the version moved or the threshold went down. At a new version the cache reads only the runner
+  rows stamped since the version it holds (`runners.changed_version`), or all after a deletion.
+  A reprocessed photo takes the shared lock before it deletes its old faces (and so their
+  matches): the event is always locked before the rows it guards, never after (review C5,
+  tests/app/test_lock_order.py).
 So a runner enrolled while a photo is processed is seen by one side or the other (the photo's
 check runs after the enrolment committed, or the enrolment waited for the photo's commit and its
 MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, photo_id) hold.
@@ -26,7 +29,8 @@ MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, pho
 Bib numbers: photos with a bib read go through `bib_matching.resolve` instead of `assign` (the
 face+bib rule is written down there); runners without a selfie are matched by the face their bib
 was read on (`bib_matching.linked_faces`), a row of the runner matrix: a photo that moves such a
-link bumps `runners_version` under the exclusive lock.
+link bumps `runners_version` under the exclusive lock, and the cache reads these rows again at
+every new version.
 
 Privacy: only `privacy.matchable_faces()` are ever compared (not excluded by an erasure, template
 not purged), and once an event's templates are purged a recompute keeps the stored matches
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from app.db import Event, Face, Match, MatchRejection, MatchSource, Photo, PhotoStatus, Runner, utcnow
 from app.db.session import UnitOfWork
@@ -55,11 +59,14 @@ from app.services.face_matrix import face_matrices
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
 CANDIDATE_MARGIN = 1e-4
-# Photos recomputed together: 100 photos of ~18 faces against 20k runners is a 144 MB similarity
-# matrix (500 was 720 MB). A background rematch also takes the event lock per chunk this size,
-# so uploads and enrolments wait at most one chunk.
+# Photos recomputed together. A background rematch takes the event lock per chunk this size, so
+# uploads and enrolments wait at most one chunk.
 PHOTOS_PER_CHUNK = 100
+# Faces multiplied by the runner matrix at a time: against 20k runners a 10 MB block, of which only
+# the columns that reach the threshold are kept (a chunk held whole was 144 MB).
+FACE_ROWS_PER_PRODUCT = 128
 REMATCH_PHOTOS_PER_CHUNK = PHOTOS_PER_CHUNK
+RUNNER_ROWS_PER_READ = 4096  # a full read of an event's runners fetches them in parts this size
 
 
 @dataclass(frozen=True)
@@ -109,44 +116,139 @@ def as_matrix(blobs: Iterable[bytes], dim: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RunnerSet:
-    """The enrolled runners of one event for one model: ids and their (n, dim) embeddings."""
+    """The runners of one event for one model: ids, and their embeddings as the columns of a
+    (dim, n) matrix (a block of faces times it is one product over contiguous rows)."""
 
     ids: np.ndarray
-    matrix: np.ndarray
+    columns: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.columns.shape[0]
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """One cache entry: the runners with a selfie (id order, `position` of each id) and the
+    selfie-less runners' linked faces, as of `version`; `runners` is both, what callers get."""
+
+    version: int
+    selfies: RunnerSet
+    position: dict[str, int]
+    linked: RunnerSet
+    runners: RunnerSet
 
 
 class RunnerCache:
     """Runner matrices per (event, model), valid for one `events.runners_version` each.
 
-    One per worker process (module global below): a photo reloads its event's runners only after
-    an enrolment or deletion, not for every photo. Bounded to a few events, least recent out.
+    One per worker process (module global below): a photo reads its event's runners again only
+    after an enrolment or deletion, not for every photo, and then only what changed: the rows
+    whose `changed_version` (stamped at every ORM write, app/db/runner.py) is at least the cached
+    version replace or join the cached ones. At least, not above: a writer may flush its rows
+    before bumping the version in the same transaction. A deletion is seen by a count: the rows
+    the cache would hold against the rows stored, any difference reads everything again. Linked
+    faces (selfie-less runners, bib_matching.linked_faces) depend on photos too, so they are read
+    again at every version change (one query; none in an event without a start list).
+
+    Only fill it in transactions that have not changed runners or faces themselves (a rollback
+    would leave the cache holding a state that was never committed). Bounded to a few events,
+    least recent out.
     """
 
     def __init__(self, max_events: int = 8) -> None:
-        self._sets: OrderedDict[tuple[str, str], tuple[int, RunnerSet]] = OrderedDict()
+        self._sets: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
         self._lock = threading.Lock()
         self.max_events = max_events
-        self.loads = 0  # how often the database was read (tests and bench/scale.py look)
+        self.loads = 0  # full reads of an event's runners (tests and bench/scale.py look)
+        self.partial_loads = 0  # reads of only the rows changed since the cached version
 
     def get(self, uow: UnitOfWork, event_id: str, model_id: str, version: int) -> RunnerSet:
         key = (event_id, model_id)
         with self._lock:
             hit = self._sets.get(key)
-            if hit is not None and hit[0] == version:
+            if hit is not None and hit.version == version:
                 self._sets.move_to_end(key)
-                return hit[1]
-        runners = load_runners(uow, event_id, model_id)
+                return hit.runners
+        entry = None
+        if hit is not None and hit.version < version:
+            entry = _changed_since(uow, event_id, model_id, hit, version)
+        full = entry is None
+        if entry is None:
+            entry = _load_entry(uow, event_id, model_id, version)
         with self._lock:
-            self.loads += 1
-            self._sets[key] = (version, runners)
+            if full:
+                self.loads += 1
+            else:
+                self.partial_loads += 1
+            self._sets[key] = entry
             self._sets.move_to_end(key)
             while len(self._sets) > self.max_events:
                 self._sets.popitem(last=False)
-        return runners
+        return entry.runners
 
     def clear(self) -> None:
         with self._lock:
             self._sets.clear()
+
+
+def _load_entry(uow: UnitOfWork, event_id: str, model_id: str, version: int) -> _Cached:
+    selfies = _selfie_runners(uow, event_id, model_id)
+    return _entry(version, selfies, {runner_id: i for i, runner_id in enumerate(selfies.ids)},
+                  _linked_runners(uow, event_id, model_id))
+
+
+def _entry(version: int, selfies: RunnerSet, position: dict[str, int], linked: RunnerSet) -> _Cached:
+    if not len(linked.ids):
+        both = selfies
+    elif not len(selfies.ids):
+        both = linked
+    else:
+        both = RunnerSet(np.concatenate([selfies.ids, linked.ids]), np.hstack([selfies.columns, linked.columns]))
+    return _Cached(version, selfies, position, linked, both)
+
+
+def _changed_since(uow: UnitOfWork, event_id: str, model_id: str, cached: _Cached, version: int) -> _Cached | None:
+    """`cached` brought to `version` from the rows changed since; None when only a full read can
+    tell (a runner was deleted, or left this model)."""
+    rows = uow.session.execute(
+        select(Runner.id, Runner.model_id, Runner.embedding)
+        .where(Runner.event_id == event_id, Runner.changed_version >= cached.version).order_by(Runner.id)
+    ).all()
+    old = cached.selfies
+    replaced: list[tuple[int, bytes]] = []
+    added: list[tuple[str, bytes]] = []
+    for runner_id, row_model, embedding in rows:
+        at = cached.position.get(runner_id)
+        if row_model != model_id or embedding is None:
+            if at is not None:
+                return None  # left this model's matrix (another model, or no selfie any more)
+        elif at is not None:
+            replaced.append((at, embedding))
+        else:
+            added.append((runner_id, embedding))
+    stored = uow.session.scalar(select(func.count()).select_from(Runner).where(
+        Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None)))
+    if stored != len(old.ids) + len(added):
+        return None  # a deletion (or a row written without its version): read everything
+    selfies, position = old, cached.position
+    if replaced or added:
+        dim = old.dim if len(old.ids) else len((replaced or added)[0][1]) // 4
+        columns = np.empty((dim, len(old.ids) + len(added)), np.float32)
+        if len(old.ids):
+            columns[:, :len(old.ids)] = old.columns
+        for at, embedding in replaced:
+            columns[:, at] = np.frombuffer(embedding, np.float32)
+        if added:
+            columns[:, len(old.ids):] = as_matrix((e for _, e in added), dim).T
+        ids = np.concatenate([old.ids, np.array([runner_id for runner_id, _ in added], object)])
+        if added and len(old.ids) and min(runner_id for runner_id, _ in added) < old.ids[-1]:
+            # kept in id order, as a full read gives them (ties of the argmax go to the same runner)
+            order = np.argsort(ids, kind="stable")
+            ids, columns = ids[order], np.ascontiguousarray(columns[:, order])
+        selfies = RunnerSet(ids, columns)
+        position = {runner_id: i for i, runner_id in enumerate(ids)} if added else position
+    return _entry(version, selfies, position, _linked_runners(uow, event_id, model_id))
 
 
 runner_cache = RunnerCache()
@@ -207,36 +309,69 @@ def read_event_state(uow: UnitOfWork, event_id: str) -> EventState:
 
 
 def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
-    """Ids and embeddings as plain rows (no ORM objects), joined into one matrix."""
-    rows = uow.session.execute(
+    """Every runner of the event for this model (with a selfie, then linked faces), read now."""
+    return _entry(0, _selfie_runners(uow, event_id, model_id), {}, _linked_runners(uow, event_id, model_id)).runners
+
+
+def _selfie_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
+    """Ids and embeddings as plain rows (no ORM objects), in id order, a few thousand at a time
+    (50k runners as rows at once would be 35 MB of Python objects), joined into one matrix."""
+    result = uow.session.execute(
         select(Runner.id, Runner.embedding)
         .where(Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None))
-        .order_by(Runner.id)
-    ).all()
-    linked = [(runner_id, emb) for runner_id, _, emb in bib_matching.linked_faces(uow, event_id, model_id)]
-    return _runner_set(list(rows) + linked)
+        .order_by(Runner.id).execution_options(yield_per=RUNNER_ROWS_PER_READ)
+    )
+    parts = [_runner_set(rows) for rows in result.partitions()]
+    if len(parts) < 2:
+        return parts[0] if parts else _runner_set([])
+    return RunnerSet(np.concatenate([p.ids for p in parts]), np.hstack([p.columns for p in parts]))
 
 
-def _runner_set(rows) -> RunnerSet:
+def _linked_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
+    return _runner_set([(runner_id, emb) for runner_id, _, emb in bib_matching.linked_faces(uow, event_id, model_id)])
+
+
+def _runner_set(rows) -> RunnerSet:  # type: ignore[no-untyped-def]
     if not rows:
         return RunnerSet(np.zeros(0, object), np.zeros((0, 0), np.float32))
     dim = len(rows[0][1]) // 4
-    return RunnerSet(np.array([r[0] for r in rows], object), as_matrix((r[1] for r in rows), dim))
+    return RunnerSet(np.array([r[0] for r in rows], object),
+                     np.ascontiguousarray(as_matrix((r[1] for r in rows), dim).T))
 
 
 @dataclass
 class _PhotoFaces:
-    """The faces of some photos for one model, with their similarity to that model's runners."""
+    """The faces of some photos for one model, with their similarity to the runners (columns,
+    `runner_ids`) that reach `threshold` for at least one of them; -inf where a face's own block
+    did not reach it. Every runner left out is below the threshold for every face, and that is all
+    `assign` and the bib rule ask of a runner below it, so the outcome is the full matrix's."""
 
     face_ids: np.ndarray
     photos: np.ndarray
-    runners: RunnerSet
+    runner_ids: np.ndarray
     similarity: np.ndarray
+    threshold: float
 
 
-def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
-                  runner_sets: dict[str, RunnerSet] | None, version: int | None) -> list[_PhotoFaces]:
-    """Faces of the photos against the runners; from `runner_sets`, else the process cache."""
+def _over_threshold(matrix: np.ndarray, runners: RunnerSet, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(runner columns reaching the threshold for some face, those similarities), computed a block
+    of faces at a time."""
+    blocks = []
+    for start in range(0, len(matrix), FACE_ROWS_PER_PRODUCT):
+        block = matrix[start:start + FACE_ROWS_PER_PRODUCT] @ runners.columns
+        columns = np.flatnonzero((block >= threshold).any(axis=0))
+        blocks.append((start, columns, block[:, columns]))
+    kept = np.unique(np.concatenate([columns for _, columns, _ in blocks])) if blocks else np.zeros(0, np.int64)
+    similarity = np.full((len(matrix), len(kept)), -np.inf, np.float32)
+    for start, columns, values in blocks:
+        similarity[start:start + len(values), np.searchsorted(kept, columns)] = values
+    return kept, similarity
+
+
+def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str], runner_sets: dict[str, RunnerSet] | None,
+                  version: int | None, threshold: float) -> list[_PhotoFaces]:
+    """Faces of the photos against the runners, kept where they reach `threshold`; runners from
+    `runner_sets`, else the process cache."""
     faces = uow.session.execute(
         select(Face.id, Face.photo_id, Face.model_id, Face.embedding)
         .where(Face.photo_id.in_(photo_ids), privacy.matchable_faces()).order_by(Face.photo_id, Face.id)
@@ -254,9 +389,9 @@ def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str],
         if len(runners.ids) == 0:
             continue
         rows = [f for f in faces if f.model_id == model_id]
-        matrix = as_matrix((f.embedding for f in rows), runners.matrix.shape[1])
+        columns, similarity = _over_threshold(as_matrix((f.embedding for f in rows), runners.dim), runners, threshold)
         out.append(_PhotoFaces(np.array([f.id for f in rows], object), np.array([f.photo_id for f in rows], object),
-                               runners, matrix @ runners.matrix.T))
+                               runners.ids[columns], similarity, threshold))
     return out
 
 
@@ -271,13 +406,15 @@ def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], thre
     candidates: list[bib_matching.Candidate] = []
     wanted: bib_matching.WantedMatches = {}
     for part in computed:
+        if part.threshold > threshold:  # runners between the two thresholds were left out
+            raise ValueError("similarities were kept for a higher threshold than the one applied")
         if evidence.reads:  # the face+bib rule decides, from every candidate pair
             candidates += bib_matching.candidates_from(part.similarity, part.face_ids, part.photos,
-                                                       part.runners.ids, threshold)
+                                                       part.runner_ids, threshold)
             continue
-        result = assign(part.similarity, part.photos, threshold, _blocked(rejected, part.photos, part.runners.ids))
+        result = assign(part.similarity, part.photos, threshold, _blocked(rejected, part.photos, part.runner_ids))
         for f, r, sim in zip(result.face, result.runner, result.similarity):
-            wanted[(part.photos[f], part.face_ids[f], part.runners.ids[r])] = bib_matching.Wanted(
+            wanted[(part.photos[f], part.face_ids[f], part.runner_ids[r])] = bib_matching.Wanted(
                 float(sim), MatchSource.FACE)
     if evidence.reads:
         wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
@@ -287,18 +424,21 @@ def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], thre
 
 
 def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
-                   runner_sets: dict[str, RunnerSet] | None = None) -> None:
+                   runner_sets: dict[str, RunnerSet] | None = None, *, cached: bool = False) -> None:
     """Recompute the matches of these photos from scratch and write only the difference.
 
     Call with the event locked (`lock_event`). `runner_sets` caches runners per model id
-    across calls (a chunked rematch); it is filled as needed.
+    across calls (a chunked rematch); it is filled as needed, from this process's runner cache
+    when `cached` (only for a transaction that has not changed runners or faces, see RunnerCache),
+    else read from the database.
     """
     if not photo_ids:
         return
     if event.biometrics_purged_at is not None:  # retention over: no templates left to compare
         privacy.keep_stored_matches(uow, photo_ids)
         return
-    computed = _similarities(uow, event.id, photo_ids, {} if runner_sets is None else runner_sets, None)
+    computed = _similarities(uow, event.id, photo_ids, {} if runner_sets is None else runner_sets,
+                             event.runners_version if cached else None, event.match_threshold)
     _assign_and_write(uow, event.id, photo_ids, event.match_threshold, computed)
 
 
@@ -333,13 +473,13 @@ def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
     kept = {(m.photo_id, m.face_id, m.runner_id) for m in current if same(m)}
     if stale:  # deletes go first, so a face or slot that changes hands never breaks a unique key
         session.execute(delete(Match).where(Match.id.in_(stale)).execution_options(synchronize_session=False))
-    added = [Match(event_id=event_id, face_id=face_id, runner_id=runner_id, photo_id=photo_id,
-                   similarity=w.similarity, source=w.source)
+    added = [{"event_id": event_id, "face_id": face_id, "runner_id": runner_id, "photo_id": photo_id,
+              "similarity": w.similarity, "source": w.source}
              for (photo_id, face_id, runner_id), w in wanted.items() if (photo_id, face_id, runner_id) not in kept]
-    session.add_all(added)
-    session.flush()
+    if added:  # one INSERT of plain rows: no ORM object is needed afterwards
+        session.execute(insert(Match), added)
     gone = set(stale)
-    webhooks.runners_matched(uow, {m.runner_id for m in current if m.id in gone} | {m.runner_id for m in added})
+    webhooks.runners_matched(uow, {m.runner_id for m in current if m.id in gone} | {m["runner_id"] for m in added})
 
 
 def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
@@ -363,13 +503,15 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
             _rematch_runner_photos(uow, event, runner_id)
         return
     before = read_event_state(uow, event_id)
-    computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version)
+    computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version,
+                                                      before.match_threshold)
     state = share_event(uow, event_id)
     if state.purged:  # retention over: the photo keeps no template
         privacy.keep_stored_matches(uow, [photo.id])
         return
-    if state.runners_version != before.runners_version or before.purged:  # enrolment or deletion meanwhile
-        computed = _similarities(uow, event_id, [photo.id], None, state.runners_version)
+    if (state.runners_version != before.runners_version or before.purged  # enrolment or deletion meanwhile
+            or state.match_threshold < before.match_threshold):  # or a lower threshold: more runners count
+        computed = _similarities(uow, event_id, [photo.id], None, state.runners_version, state.match_threshold)
     _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
 
 
@@ -404,21 +546,22 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
         presearch = (state.match_threshold, candidate_photos(uow, runner.event_id, runner.model_id or "", vector,
                                                              state.match_threshold - CANDIDATE_MARGIN))
     event = lock_event(uow, runner.event_id)
-    _rematch_runner_photos(uow, event, runner_id, presearch)
+    _rematch_runner_photos(uow, event, runner_id, presearch, cached=True)
     runner.matched_at = utcnow()
     webhooks.runners_matched(uow, [runner_id])  # their matching finished, changed or not
     return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
 
 
 def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
-                           presearch: tuple[float, list[str]] | None = None) -> None:
+                           presearch: tuple[float, list[str]] | None = None, *, cached: bool = False) -> None:
     """Rematch every photo the runner may be in: a face similar to theirs (selfie, or the face
     their bib was read on), their bib read, or a match they hold now (a re-enrolled runner, new
     template, may lose photos the old one matched). Call with the event locked.
 
     Similar faces come from the face matrix (`candidate_photos`); `presearch` is a search for
     the selfie made before the lock at (threshold, photos), used unless the threshold was
-    lowered meanwhile.
+    lowered meanwhile. `cached`: the runner matrices may come from the process cache (see
+    `rematch_photos`); under the lock its version includes this runner.
     """
     runner = uow.session.get(Runner, runner_id)
     probes: list[tuple[str, bytes]] = []
@@ -440,12 +583,8 @@ def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
         found |= set(candidate_photos(uow, event.id, model_id, vector, event.match_threshold - CANDIDATE_MARGIN))
     candidates = sorted(found)
     runner_sets: dict[str, RunnerSet] = {}
-    if runner.embedding is not None and event.biometrics_purged_at is None:
-        # the runner matrix of this version (under the lock: it includes this runner) from the cache
-        model_id = runner.model_id or ""
-        runner_sets[model_id] = runner_cache.get(uow, event.id, model_id, event.runners_version)
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
-        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets)
+        rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets, cached=cached)
 
 
 def _face_models(uow: UnitOfWork, event_id: str) -> list[str]:
@@ -492,7 +631,7 @@ def rematch_event_chunk(uow: UnitOfWork, event_id: str, *, chunk: int = REMATCH_
     if event.rematch_cursor is not None:
         query = query.where(Photo.id > event.rematch_cursor)
     photo_ids = list(uow.session.scalars(query.order_by(Photo.id).limit(chunk)))
-    rematch_photos(uow, event, photo_ids)
+    rematch_photos(uow, event, photo_ids, cached=True)  # this transaction changes matches only
     if len(photo_ids) < chunk:
         event.rematch_done = event.rematch_total
     else:

@@ -75,6 +75,35 @@ def test_random_matrices_keep_both_unique_rules():
     assert (result.similarity >= 0.3).all() and (np.diff(result.similarity) <= 0).all()
 
 
+def test_similarities_kept_over_the_threshold_give_the_full_matrix_assignment(monkeypatch):
+    """The database side keeps only the runner columns that reach the threshold for some face,
+    computed a few faces at a time; `assign` and the bib rule's candidates come out the same."""
+    from app.services import bib_matching
+
+    monkeypatch.setattr(matching, "FACE_ROWS_PER_PRODUCT", 7)  # blocks that cut photos apart
+    rng = np.random.default_rng(5)
+    faces, runners = unit(rng, 90, 32), unit(rng, 400, 32)
+    faces[::3] = runners[rng.integers(0, 400, 30)] + 0.3 * unit(rng, 30, 32)  # some runners appear
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    photos = np.repeat(np.arange(15), 6)
+    full = faces @ runners.T
+    ids = np.array([f"r{i:03d}" for i in range(400)], object)
+    face_ids = np.array([f"f{i:03d}" for i in range(90)], object)
+    for threshold in (0.5, 0.8, 1.5):
+        columns, kept = matching._over_threshold(faces, matching.RunnerSet(ids, np.ascontiguousarray(runners.T)),
+                                                 threshold)
+        assert kept.shape[1] == len(columns) < 400
+        rows, cols = np.nonzero(full >= threshold)
+        blocked = (rows[::4], cols[::4])  # "not me" on a quarter of the candidate pairs
+        kept_blocked = (blocked[0], np.searchsorted(columns, blocked[1]))
+        want, got = matching.assign(full, photos, threshold, blocked), matching.assign(kept, photos, threshold,
+                                                                                        kept_blocked)
+        assert (want.face.tolist(), ids[want.runner].tolist()) == (got.face.tolist(), ids[columns][got.runner].tolist())
+        assert np.allclose(want.similarity, got.similarity)
+        assert (bib_matching.candidates_from(full, face_ids, photos, ids, threshold)
+                == bib_matching.candidates_from(kept, face_ids, photos, ids[columns], threshold))
+
+
 # --- real faces -----------------------------------------------------------------------------------
 
 ENROLLED = ["bill_mcbride", "john_bolton", "paul_burrell", "michael_jackson"]  # selfie: photo 1

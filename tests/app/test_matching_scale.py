@@ -12,7 +12,7 @@ from app.db.session import unit_of_work
 from app.main import create_app
 from app.services import face_matrix, matching
 from tests.app.test_matching import ENROLLED, EVENT_PHOTOS, EXPECTED, InlineSender, World, world  # noqa: F401
-from tests.conftest import migrated_settings, new_api_key
+from tests.conftest import RecordingSender, migrated_settings, new_api_key
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_copy_stream_gives_the_rows_a_plain_select_gives(pg_world, monkeypatch):
     assert as_dict(copied) == as_dict(plain) and len(as_dict(plain)) >= 10
 
 
-def test_runner_matrix_is_cached_per_version_and_reloaded_after_enrolment_or_deletion(world):
+def test_runner_matrix_is_cached_per_version_and_read_again_after_enrolment_or_deletion(world):
     matching.runner_cache.clear()
     loads = lambda: matching.runner_cache.loads  # noqa: E731
     event = world.event()
@@ -72,7 +72,7 @@ def test_runner_matrix_is_cached_per_version_and_reloaded_after_enrolment_or_del
     second = world.enrol(event["id"], ENROLLED[1])
     late = world.upload(event["id"], dict(photos[3:]))
     world.process(list(late.values()))
-    assert loads() == start + 1  # the enrolment bumped the version once
+    assert loads() == start and matching.runner_cache.partial_loads  # the enrolment: its row alone
     ids.update(more)
     ids.update(late)
     runners = {ENROLLED[0]: runner, ENROLLED[1]: second}
@@ -82,7 +82,7 @@ def test_runner_matrix_is_cached_per_version_and_reloaded_after_enrolment_or_del
     with unit_of_work(world.app.state.make_session) as uow:
         state = matching.read_event_state(uow, event["id"])
         after = matching.runner_cache.get(uow, event["id"], "yunet-2023mar+sface-2021dec", state.runners_version)
-    assert list(after.ids) == [runner["id"]] and loads() == start + 2
+    assert list(after.ids) == [runner["id"]] and loads() == start + 1  # a deletion: read in full
 
 
 def test_background_rematch_resumes_from_its_cursor_and_reports_progress(world):
@@ -175,3 +175,293 @@ def test_face_matrix_never_offers_excluded_or_purged_faces(world):
     with unit_of_work(make_session) as uow:  # what privacy.purge_event writes first
         uow.session.execute(update(Event).where(Event.id == event["id"]).values(biometrics_purged_at=utcnow()))
     assert search() == set() and not cache._events
+
+
+# --- the incremental runner cache: real services and databases, synthetic vectors ----------------
+
+MODEL = "yunet-2023mar+sface-2021dec"
+BOTH_DATABASES = ["world", pytest.param("pg_world", marks=pytest.mark.postgres)]
+
+
+def vector(seed: int) -> np.ndarray:
+    """A random unit vector: about 0.0 similar to any other, so only its own copy matches it."""
+    v = np.random.default_rng(seed).standard_normal(128).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class SyntheticEvent:
+    """An event whose runners are enrolled and erased through the services and whose photos are
+    matched by `on_photo_done`, as in the worker, with chosen vectors instead of the networks."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.make_session = world.app.state.make_session
+        self.id = world.event()["id"]
+
+    def enrol(self, email: str, vec: np.ndarray, bib: str | None = None) -> str:
+        from app.schemas.runner import RunnerCreate
+        from app.services import privacy, runners
+        from models.pipeline import FaceResult
+
+        face = FaceResult((0.0, 0.0, 100.0, 100.0), ((0.0, 0.0),) * 5, 0.9, 100.0, vec)
+        form = RunnerCreate(name=email.split("@")[0], email=email, consent=True, bib=bib)
+        with unit_of_work(self.make_session, RecordingSender()) as uow:
+            return runners.enrol(uow, self.id, form, face, MODEL, privacy.Consent.on_page(None)).runner.id
+
+    def delete(self, runner_id: str) -> None:
+        from app.services import runners
+
+        with unit_of_work(self.make_session, RecordingSender()) as uow:
+            runners.delete_runner(uow, self.world.app.state.store, runner_id)
+
+    def start_list(self, csv: str) -> None:
+        from app.services import start_list
+
+        with unit_of_work(self.make_session, RecordingSender()) as uow:
+            start_list.import_start_list(uow, self.id, csv.encode())
+
+    def photo(self, faces: list[np.ndarray], *, sizes: list[float] | None = None,
+              bibs: dict[int, str] | None = None) -> str:
+        """A processed photo with these face vectors (`bibs`: face index -> number read on it)."""
+        import secrets
+
+        from app.db import BibRead, Face, Photo, utcnow
+
+        with unit_of_work(self.make_session, RecordingSender()) as uow:
+            photo = Photo(event_id=self.id, filename="synthetic.jpg", sha256=secrets.token_hex(32), size_bytes=1,
+                          content_type="image/jpeg", storage_key="synthetic", status="done", processed_at=utcnow(),
+                          face_count=len(faces))
+            uow.session.add(photo)
+            uow.session.flush()
+            rows = [Face(photo_id=photo.id, event_id=self.id, model_id=MODEL, x1=0, y1=0, x2=size, y2=size,
+                         score=0.9, size_px=size, landmarks=[], embedding=vec.astype(np.float32).tobytes())
+                    for vec, size in zip(faces, sizes or [100.0] * len(faces))]
+            uow.session.add_all(rows)
+            uow.session.flush()
+            uow.session.add_all([BibRead(photo_id=photo.id, event_id=self.id, model_id="bibs", number=number,
+                                         face_id=rows[i].id, x1=0, y1=0, x2=10, y2=10, score=0.9, text_px=20)
+                                 for i, number in (bibs or {}).items()])
+            uow.session.flush()
+            matching.on_photo_done(uow, photo)
+            return photo.id
+
+    def matched(self, photo_id: str) -> set[str]:
+        from sqlalchemy import select
+
+        from app.db import Match
+
+        with unit_of_work(self.make_session) as uow:
+            return set(uow.session.scalars(select(Match.runner_id).where(Match.photo_id == photo_id)))
+
+    def served(self, cache: matching.RunnerCache) -> list[tuple[str, bytes]]:
+        """What `cache` gives a photo of this event now: (runner id, vector) in column order."""
+        with unit_of_work(self.make_session) as uow:
+            runners = cache.get(uow, self.id, MODEL, matching.read_event_state(uow, self.id).runners_version)
+        return [(runner_id, runners.columns[:, i].tobytes()) for i, runner_id in enumerate(runners.ids)]
+
+    def stored(self) -> list[tuple[str, bytes]]:
+        """The same, read from the database in full (as every version change did before)."""
+        with unit_of_work(self.make_session) as uow:
+            runners = matching.load_runners(uow, self.id, MODEL)
+        return [(runner_id, runners.columns[:, i].tobytes()) for i, runner_id in enumerate(runners.ids)]
+
+    def changed_version(self, runner_id: str) -> tuple[int, int]:
+        """(the runner's changed_version, the event's runners_version)."""
+        from app.db import Runner
+
+        with unit_of_work(self.make_session) as uow:
+            return (uow.session.get(Runner, runner_id).changed_version,
+                    matching.read_event_state(uow, self.id).runners_version)
+
+
+def loads(cache: matching.RunnerCache) -> tuple[int, int]:
+    return cache.loads, cache.partial_loads
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_runner_cache_reads_only_changed_rows_and_never_serves_a_stale_or_deleted_runner(db, request):
+    """Two workers: this process's cache matches the photos, `other` is a second worker's cache that
+    looks only now and then, so it catches up over enrolments, re-enrolments and deletions at once."""
+    event = SyntheticEvent(request.getfixturevalue(db))
+    matching.runner_cache.clear()
+    other = matching.RunnerCache()
+    r0, r1 = event.enrol("r0@example.com", vector(0)), event.enrol("r1@example.com", vector(1))
+    assert event.matched(event.photo([vector(0), vector(1), vector(99)])) == {r0, r1}
+    assert event.served(other) == event.stored() and loads(other) == (1, 0)
+    start = loads(matching.runner_cache)
+
+    r2 = event.enrol("r2@example.com", vector(2))
+    assert event.matched(event.photo([vector(2)])) == {r2}
+    assert event.enrol("r1@example.com", vector(11)) == r1  # re-enrolment: same runner, new template
+    assert event.changed_version(r1)[0] == event.changed_version(r1)[1]  # stamped with the new version
+    assert event.matched(event.photo([vector(1)])) == set()  # the old template is never served again
+    assert event.matched(event.photo([vector(11)])) == {r1}
+    assert loads(matching.runner_cache) == (start[0], start[1] + 2)  # only the changed rows were read
+    event.delete(r2)
+    assert event.matched(event.photo([vector(2), vector(11)])) == {r1}  # the erased runner is gone
+    assert loads(matching.runner_cache)[0] == start[0] + 1  # a deletion: the count differs, read in full
+
+    # the other worker saw none of it: r2 came and went (never held, so nothing to drop), r1 changed
+    assert event.served(other) == event.stored() and loads(other) == (1, 1)
+    r3 = event.enrol("r3@example.com", vector(3))
+    event.delete(r0)  # held by the other worker: read in full
+    r4 = event.enrol("r4@example.com", vector(4))
+    assert event.served(other) == event.stored() and loads(other) == (2, 1)
+    assert {runner_id for runner_id, _ in event.stored()} == {r1, r3, r4}
+    assert event.matched(event.photo([vector(0), vector(3), vector(4), vector(11)])) == {r1, r3, r4}
+    assert event.served(matching.runner_cache) == event.stored()
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_runner_cache_follows_a_bib_link_that_a_photo_moves(db, request):
+    """A start-list runner (no selfie) is matched by the largest face their bib was read on: a
+    photo with a larger one moves that row of the runner matrix, and the cache follows."""
+    event = SyntheticEvent(request.getfixturevalue(db))
+    matching.runner_cache.clear()
+    other = matching.RunnerCache()
+    event.start_list("bib,name\n42,Kim\n")
+    selfie = event.enrol("selfie@example.com", vector(0))
+    assert event.served(other) == event.stored() and len(event.stored()) == 1  # no link yet
+    first = event.photo([vector(1)], sizes=[50.0], bibs={0: "42"})
+    kim = (set(event.matched(first)) - {selfie}).pop()
+    assert event.served(other) == event.stored() == [(selfie, vector(0).tobytes()), (kim, vector(1).tobytes())]
+    event.photo([vector(2)], sizes=[80.0], bibs={0: "42"})  # larger: Kim's link moves to this face
+    assert event.served(other) == event.stored() == [(selfie, vector(0).tobytes()), (kim, vector(2).tobytes())]
+    assert loads(other) == (1, 2)
+    assert event.matched(event.photo([vector(2)])) == {kim}  # found by the linked face, no bib read
+    assert event.matched(event.photo([vector(1)])) == set()  # the old link is never served again
+    # Kim sends a selfie (the start-list row is completed): a row older than `selfie` joins the selfies
+    assert event.enrol("kim@example.com", vector(3), bib="42") == kim < selfie
+    assert event.served(other) == event.stored() == [(kim, vector(3).tobytes()), (selfie, vector(0).tobytes())]
+    assert loads(other) == (1, 3)
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_new_runners_and_background_rematches_take_the_runner_matrix_from_the_cache(db, request, monkeypatch):
+    """Neither a new runner's matching nor each chunk of a background rematch reads every runner
+    of the event again (counted as the SQL statements that do)."""
+    from sqlalchemy import event as sa_event
+
+    world = request.getfixturevalue(db)
+    event = SyntheticEvent(world)
+    matching.runner_cache.clear()
+    runners = [event.enrol(f"r{i}@example.com", vector(i)) for i in range(3)]
+    # the first photo reads the runners; the fourth holds the newcomer's face, before they enrol
+    photos = [event.photo([vector(i), vector(100 + i)]) for i in (0, 1, 2, 3, 0)]
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if ("FROM runners" in statement and "runners.embedding IS NOT NULL" in statement
+                and "ORDER BY runners.id" in statement and "count(" not in statement):
+            statements.append(statement)  # a full read of an event's runners
+
+    engine = world.app.state.make_session.kw["bind"]
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        newcomer = event.enrol("r3@example.com", vector(3))
+        with unit_of_work(event.make_session, RecordingSender()) as uow:
+            assert matching.match_runner(uow, newcomer) == 1
+        with unit_of_work(event.make_session, RecordingSender()) as uow:
+            matching.start_rematch(uow, matching.lock_event(uow, event.id), queue=False)
+        for _ in range(3):  # 5 photos, 2 a chunk
+            with unit_of_work(event.make_session, RecordingSender()) as uow:
+                matching.rematch_event_chunk(uow, event.id, chunk=2)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    assert statements == []
+    assert [event.matched(p) for p in photos] == [{r} for r in (*runners, newcomer, runners[0])]
+
+
+def test_runner_rows_are_stamped_with_the_version_that_changed_their_matrix_columns(world):
+    from app.db import Runner
+
+    event = SyntheticEvent(world)
+    matching.runner_cache.clear()
+    full_reads = matching.runner_cache.loads
+    first = event.enrol("first@example.com", vector(0))
+    assert event.changed_version(first) == (1, 1)
+    second = event.enrol("second@example.com", vector(1))
+    with unit_of_work(event.make_session, RecordingSender()) as uow:
+        matching.match_runner(uow, first)  # writes matched_at only
+    assert event.changed_version(first) == (1, 2) and event.changed_version(second) == (2, 2)
+    event.start_list("bib,name,email\n7,Second Runner,second@example.com\n")  # gives `second` a bib
+    assert event.changed_version(second) == (3, 3)
+    event.start_list("bib,name\n7,Second R.\n")  # the same bib again, a new name: not a matrix column
+    assert event.changed_version(second) == (3, 4)
+    assert event.served(matching.runner_cache) == event.stored()
+
+    # A writer that flushes its change before bumping the version (here by the bump's own
+    # autoflush) stamps the old version; the cache reads from its version inclusive, so it is seen.
+    with unit_of_work(event.make_session) as uow:
+        uow.session.get(Runner, first).embedding = vector(5).tobytes()
+        matching.runners_changed(uow, event.id)
+    assert event.changed_version(first) == (4, 5)
+    assert event.served(matching.runner_cache) == event.stored()
+    assert (first, vector(5).tobytes()) in event.stored()
+    assert matching.runner_cache.loads == full_reads + 1  # its first read; the others read changed rows
+
+
+@pytest.mark.parametrize("dim", [128, 1100])  # 1100: partial sums could pass 2**24, the integer product
+def test_face_matrix_grows_by_blocks_and_searches_exactly_as_the_integer_product(dim, monkeypatch):
+    """The in-memory face matrix grows a block at a time (the blocks it has are never copied) and
+    its float32 search finds exactly the rows that the int8 x int32 product puts over the bar."""
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.services.face_matrix import INT8_MARGIN, SCALE, EventFaces, quantised
+
+    monkeypatch.setattr(face_matrix, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(face_matrix, "SEARCH_ROWS", 24)  # blocks cut into uneven pieces
+    rng = np.random.default_rng(3)
+    now = utcnow()
+    faces = EventFaces(now, now, dim)
+    probe = rng.standard_normal(dim).astype(np.float32)
+    probe /= np.linalg.norm(probe)
+    first_block = None
+    photos: dict[str, np.ndarray] = {}
+    for n in range(60):  # 1-8 faces a photo, some a near copy of the probe, some at full scale
+        vectors = rng.standard_normal((1 + n % 8, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        if n % 5 == 0:
+            vectors[0] = probe + 0.05 * vectors[0]
+            vectors[0] /= np.linalg.norm(vectors[0])
+        if n == 7:
+            vectors[0] = np.sign(probe)  # every coordinate at +-SCALE after quantising
+        photos[f"p{n:03d}"] = vectors
+        faces.append(f"p{n:03d}", vectors, now)
+        first_block = first_block if first_block is not None else faces.blocks[0]
+    faces.append("p005", photos["p005"][1:], now + timedelta(seconds=1))  # reprocessed: its old rows die
+    photos["p005"] = photos["p005"][1:]
+    assert len(faces.blocks) > 3 and faces.blocks[0] is first_block
+    assert faces.live == sum(len(v) for v in photos.values())
+    for threshold in (-1.0, 0.0, 0.2, 0.9):
+        bar = (threshold - INT8_MARGIN) * SCALE * SCALE
+        query = quantised(probe).astype(np.int64)
+        exact = {p for p, v in photos.items() if (quantised(v).astype(np.int64) @ query >= bar).any()}
+        assert faces.search(probe, threshold) == exact
+
+
+@pytest.mark.postgres
+def test_a_threshold_lowered_while_a_photo_computes_is_applied_to_every_runner(pg_world, monkeypatch):
+    """A photo keeps only the runners over the threshold it read before the lock; when the lock
+    shows a lower one (a PATCH committed meanwhile), it computes again (PostgreSQL: the PATCH's
+    update does not wait for the photo's transaction)."""
+    from sqlalchemy import update
+
+    from app.db import Event
+
+    event = SyntheticEvent(pg_world)
+    runner = event.enrol("r@example.com", vector(0))
+    other = vector(1) - (vector(1) @ vector(0)) * vector(0)
+    halfway = 0.5 * vector(0) + np.sqrt(0.75) * other / np.linalg.norm(other)  # cosine 0.5 to the runner
+    with unit_of_work(event.make_session) as uow:
+        uow.session.execute(update(Event).where(Event.id == event.id).values(match_threshold=0.6))
+    share_event = matching.share_event
+
+    def patched_meanwhile(uow, event_id):  # type: ignore[no-untyped-def]
+        with unit_of_work(event.make_session) as other_uow:
+            other_uow.session.execute(update(Event).where(Event.id == event_id).values(match_threshold=0.45))
+        return share_event(uow, event_id)
+
+    monkeypatch.setattr(matching, "share_event", patched_meanwhile)
+    assert event.matched(event.photo([halfway])) == {runner}

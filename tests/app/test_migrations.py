@@ -101,3 +101,13 @@ def test_upgrade_from_0004_keeps_events_and_keys_on_postgres(postgres_url):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_runner_changed_version_migration_goes_down_and_up_again(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade_to_head(url)
+    command.downgrade(alembic_config(url), "0011")
+    engine = create_engine(url)
+    assert "changed_version" not in {c["name"] for c in inspect(engine).get_columns("runners")}
+    engine.dispose()
+    _check(url)
