@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -513,6 +513,23 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
             or state.match_threshold < before.match_threshold):  # or a lower threshold: more runners count
         computed = _similarities(uow, event_id, [photo.id], None, state.runners_version, state.match_threshold)
     _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
+
+
+def photo_deleted(uow: UnitOfWork, event_id: str, photo_id: str, delete: Callable[[], None]) -> None:
+    """Run `delete` (which removes the photo and, by cascade, its faces, bib reads and matches);
+    around it, move the bib links that were on the photo.
+
+    A selfie-less runner is matched by the largest face their bib was read on: when that face is
+    in this photo, their row of the runner matrix changes (`runners_changed`, so every worker's
+    cache reads it again) and their photos are matched again with the next face, or none.
+    Other photos' matches never depend on this photo's faces.
+    """
+    moved = [runner_id for runner_id in bib_matching.bib_runners_of_photo(uow, event_id, photo_id)
+             if bib_matching.linked_photo(uow, event_id, runner_id) == photo_id]
+    event = runners_changed(uow, event_id) if moved else None
+    delete()
+    for runner_id in moved:
+        _rematch_runner_photos(uow, event, runner_id)  # type: ignore[arg-type]
 
 
 def candidate_photos(uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,

@@ -10,6 +10,7 @@ from sqlalchemy import delete, or_, select, update
 from app.db import BibRead, Face, Photo, PhotoStatus, utcnow
 from app.db.session import UnitOfWork
 from app.errors import Conflict, NotFound
+from app.services import matching
 from app.storage import PhotoStore
 from app.jobs import PROCESS_PHOTO
 from models.bibs import canonical_bib
@@ -70,12 +71,17 @@ def list_photos(
 def delete_photo(uow: UnitOfWork, store: PhotoStore, photo: Photo) -> None:
     """The photo, its faces and matches (database cascade), then its files once committed.
 
-    No rematch: a photo's matches never depend on another photo's faces.
+    Other photos are matched again only for a start-list runner whose bib link (the face standing
+    in for their selfie) was on this photo (`matching.photo_deleted`).
     """
     keys = [k for k in (photo.storage_key, photo.preview_key, photo.thumb_key) if k]
-    uow.session.delete(photo)
-    uow.session.flush()
-    uow.session.expire_all()
+
+    def remove_rows() -> None:
+        uow.session.delete(photo)
+        uow.session.flush()
+        uow.session.expire_all()
+
+    matching.photo_deleted(uow, photo.event_id, photo.id, remove_rows)
 
     def remove_files() -> None:
         for key in keys:

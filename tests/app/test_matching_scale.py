@@ -214,6 +214,13 @@ class SyntheticEvent:
         with unit_of_work(self.make_session, RecordingSender()) as uow:
             runners.delete_runner(uow, self.world.app.state.store, runner_id)
 
+    def delete_photo(self, photo_id: str) -> None:
+        from app.db import Photo
+        from app.services import photos
+
+        with unit_of_work(self.make_session, RecordingSender()) as uow:
+            photos.delete_photo(uow, self.world.app.state.store, uow.session.get(Photo, photo_id))
+
     def start_list(self, csv: str) -> None:
         from app.services import start_list
 
@@ -334,6 +341,24 @@ def test_runner_cache_follows_a_bib_link_that_a_photo_moves(db, request):
     assert event.enrol("kim@example.com", vector(3), bib="42") == kim < selfie
     assert event.served(other) == event.stored() == [(kim, vector(3).tobytes()), (selfie, vector(0).tobytes())]
     assert loads(other) == (1, 3)
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_deleting_the_photo_of_a_bib_link_moves_the_link_and_rematches_the_runner(db, request):
+    """The face a start-list runner is matched by goes with its photo: the link moves to the next
+    face their bib was read on, every worker's cache follows, and their photos are matched again."""
+    event = SyntheticEvent(request.getfixturevalue(db))
+    matching.runner_cache.clear()
+    other = matching.RunnerCache()
+    event.start_list("bib,name\n42,Kim\n")
+    event.photo([vector(1)], sizes=[50.0], bibs={0: "42"})
+    linked = event.photo([vector(2)], sizes=[80.0], bibs={0: "42"})  # the larger face: Kim's link
+    seen = event.photo([vector(2)])  # no bib read: found by the linked face
+    [(kim, _)] = event.stored()
+    assert event.matched(seen) == {kim} and event.served(other) == [(kim, vector(2).tobytes())]
+    event.delete_photo(linked)
+    assert event.served(other) == event.stored() == [(kim, vector(1).tobytes())]
+    assert event.matched(seen) == set()  # a face of the deleted photo no longer finds anyone
 
 
 @pytest.mark.parametrize("db", BOTH_DATABASES)
