@@ -52,9 +52,9 @@ def stat(driver, field: str) -> str:
 
 
 def item_states(driver) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [li.find_element(By.CLASS_NAME, "state").text for li in driver.find_elements(By.CSS_SELECTOR, ".upload-item")]
+    # read in one script: the list re-renders while uploads move on (no stale elements)
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('.upload-item'), li => li.querySelector('.state').innerText)")
 
 
 def archive_of_noise(count: int, first_seed: int) -> bytes:
@@ -95,7 +95,8 @@ def test_dashboard_in_a_browser(app, viewport, tmp_path, faces_dir):
         wait_until(driver, lambda d: int(stat(d, "faces")) > 0)
         progress = driver.find_element(By.ID, "processing-progress")
         wait_until(driver, lambda d: progress.get_attribute("value") == progress.get_attribute("max") == "3")
-        assert all("added" in s for s in item_states(driver)), item_states(driver)
+        # each file's line follows its upload's own polling, which may come after the counts
+        wait_until(driver, lambda d: all("added" in s for s in item_states(d)), message=str(item_states(driver)))
         check_page(driver, "event-uploaded")
 
         if viewport == "desktop":
