@@ -154,7 +154,8 @@ def test_a_dashboard_zip_is_expanded_by_the_worker(server, faces_dir, tmp_path):
         while (state := browser.get(f"{base}/{upload['id']}").json())["status"] != "done":
             assert time.monotonic() < deadline, f"never assembled: {state}\n{server['log'].read_text()[-3000:]}"
             time.sleep(0.3)
-        assert sorted(p["filename"] for p in state["result"]["photos"]) == ["camera.zip/km1/1.jpg", "camera.zip/km2/2.jpg"]
+        photos = sorted(p["filename"] for p in state["result"]["photos"])
+        assert photos == ["camera.zip/km1/1.jpg", "camera.zip/km2/2.jpg"]
         assert [r["filename"] for r in state["result"]["rejected"]] == ["camera.zip/readme.txt"]
         deadline = time.monotonic() + 180
         while (stats := browser.get(f"/dashboard/events/{event_id}/stats").json())["photos_done"] < 2:

@@ -12,8 +12,11 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.config import Settings
 from app.db.session import unit_of_work
+from app.jobs import TaskSender
 from app.services import chunked_uploads, matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
@@ -23,6 +26,7 @@ from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
 from app.services.uploads import upload_limits
 from app.services.webhooks import NotDelivered as WebhookNotDelivered
+from app.storage import PhotoStore
 from worker.context import get_context
 from worker.dispatch import (ASSEMBLE_UPLOAD, DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT,
                              SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender)
@@ -134,7 +138,8 @@ def assemble_upload_task(self, upload_id: str, event_id: str) -> int:
     return len(report["photos"])
 
 
-def run_assembly(settings, make_session, store, sender, upload_id: str, event_id: str) -> dict | None:  # type: ignore[no-untyped-def]
+def run_assembly(settings: Settings, make_session: sessionmaker[Session], store: PhotoStore, sender: TaskSender,
+                 upload_id: str, event_id: str) -> dict | None:
     """The task's work, for any process with a database, a store and a sender (the tests' stand-in too)."""
     return chunked_uploads.assemble(lambda: unit_of_work(make_session, sender), store, settings.data_dir / "tmp",
                                     upload_limits(settings), upload_id, event_id, settings.photos_per_task)

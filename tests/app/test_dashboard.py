@@ -30,7 +30,8 @@ def app(tmp_path):
 def run_task(app, monkeypatch):
     """`run_task(NAME, *args)`: the real task, run by Celery in this process (eager) with a worker
     context for the app's settings; what it queues goes to the embedded broker's folder."""
-    from worker import context, tasks  # noqa: F401 (registers the tasks)
+    import worker.tasks  # noqa: F401 (registers the tasks)
+    from worker import context
     from worker.celery_app import create_worker_app
 
     monkeypatch.setattr(context, "_context", None)
@@ -171,7 +172,8 @@ def _uploaded(client, event_id: str, data: bytes, filename: str = "cam.jpg") -> 
     headers = {"X-CSRF-Token": csrf_of(client.get(f"/dashboard/events/{event_id}").text)}
     base = f"/dashboard/events/{event_id}/uploads"
     started = client.post(base, json={"filename": filename, "size": len(data)}, headers=headers).json()
-    assert client.put(f"{base}/{started['id']}?offset=0", content=data, headers=headers).json()["status"] == "assembling"
+    state = client.put(f"{base}/{started['id']}?offset=0", content=data, headers=headers).json()
+    assert state["status"] == "assembling"
     return started["id"]
 
 
@@ -199,7 +201,8 @@ def test_an_upload_stuck_assembling_is_queued_again_by_the_sweeper(app, signed_i
     from app.services.chunked_uploads import STALE_FINISH
 
     event_id = new_event(signed_in)
-    stuck, fresh = _uploaded(signed_in, event_id, noise_jpeg(seed=7)), _uploaded(signed_in, event_id, noise_jpeg(seed=8))
+    stuck = _uploaded(signed_in, event_id, noise_jpeg(seed=7))
+    fresh = _uploaded(signed_in, event_id, noise_jpeg(seed=8))
     _age(app, stuck, STALE_FINISH + timedelta(minutes=1))  # its worker died (or the message was lost)
     _age(app, fresh, STALE_FINISH - timedelta(minutes=1))  # a long assembly, still running
     assert _queued(app, "uploads") == []
