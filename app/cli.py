@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings.resolved_database_url)
     concurrency = settings.worker_concurrency or min(2, os.cpu_count() or 1)
-    # One supervised pool consumes all three queues (photos, matching, email): Celery takes from
+    # One supervised pool consumes every queue (photos, matching, email, uploads): Celery takes from
     # them in turn, so a match or an e-mail waits for the tasks in flight, never for a backlog of
     # uploads. For separate pools per queue run `finishline worker --queues ...` (README).
     worker = WorkerSupervisor(

@@ -16,6 +16,7 @@ REMATCH_EVENT = "finishline.rematch_event"
 SEND_RUNNER_EMAIL = "finishline.send_runner_email"
 SWEEP_STALE_WORK = "finishline.sweep_stale_work"
 DELIVER_WEBHOOK = "finishline.deliver_webhook"
+ASSEMBLE_UPLOAD = "finishline.assemble_upload"
 
 
 class TaskSender(Protocol):

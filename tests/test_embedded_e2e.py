@@ -10,6 +10,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -121,6 +122,46 @@ def test_webhooks_from_the_real_worker_reach_a_receiver_that_was_down(server, fa
             "ON e.id = d.webhook_event_id WHERE e.type = 'event.processed' ORDER BY d.attempt")).all()
     engine.dispose()
     assert attempts[0] == (1, False) and attempts[-1][1] and sum(ok for _, ok in attempts) == 1, attempts
+
+
+def test_a_dashboard_zip_is_expanded_by_the_worker(server, faces_dir, tmp_path):
+    """A resumable upload through `finishline run`: the API stores the pieces and records
+    `assembling`; the worker (embedded broker) expands the zip, the page's poll gets the report."""
+    from tests.app.dashboard_helpers import csrf_of, new_user, sign_in
+    from tests.app.test_dashboard import new_event
+
+    data_dir = Path(server["env"]["FINISHLINE_DATA_DIR"])
+    email = new_user(make_settings(data_dir), "zips@example.org")
+    archive = tmp_path / "camera.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for n in (1, 2):
+            z.write(identity_photo(faces_dir, "eric_clapton", n), f"km{n}/{n}.jpg")
+        z.writestr("readme.txt", b"not a photo")
+    data = archive.read_bytes()
+    with httpx.Client(base_url=server["base"], timeout=60) as browser:
+        assert sign_in(browser, email).status_code == 303
+        event_id = new_event(browser, "Zips")
+        headers = {"X-CSRF-Token": csrf_of(browser.get(f"/dashboard/events/{event_id}").text)}
+        base = f"/dashboard/events/{event_id}/uploads"
+        upload = browser.post(base, json={"filename": archive.name, "size": len(data)}, headers=headers).json()
+        piece, offset = 64 * 1024, 0
+        while offset < len(data):
+            state = browser.put(f"{base}/{upload['id']}?offset={offset}", content=data[offset:offset + piece],
+                                headers=headers).json()
+            offset = state["offset"]
+        assert state["status"] == "assembling"
+        deadline = time.monotonic() + 120
+        while (state := browser.get(f"{base}/{upload['id']}").json())["status"] != "done":
+            assert time.monotonic() < deadline, f"never assembled: {state}\n{server['log'].read_text()[-3000:]}"
+            time.sleep(0.3)
+        photos = sorted(p["filename"] for p in state["result"]["photos"])
+        assert photos == ["camera.zip/km1/1.jpg", "camera.zip/km2/2.jpg"]
+        assert [r["filename"] for r in state["result"]["rejected"]] == ["camera.zip/readme.txt"]
+        deadline = time.monotonic() + 180
+        while (stats := browser.get(f"/dashboard/events/{event_id}/stats").json())["photos_done"] < 2:
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.5)
+    assert f"upload {upload['id']}: 2 photos, 1 rejected" in server["log"].read_text()  # the worker's log line
 
 
 def test_ctrl_c_stops_api_and_worker(server):

@@ -5,17 +5,20 @@ from __future__ import annotations
 from celery import Celery
 
 from app.jobs import (  # noqa: F401 (re-exported)
-    DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
+    ASSEMBLE_UPLOAD, DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
 )
 
-# Three queues, so a burst of uploads never delays a runner's matches or e-mails: photo tasks
+# Four queues, so a burst of uploads never delays a runner's matches or e-mails: photo tasks
 # (CNN work, GPU machines) on `photos`, matching and the sweeper on `matching`, SMTP and webhook
-# deliveries on `email`.
-# `finishline run` gives `photos` its own worker pool and the other two a second one.
-PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE = "photos", "matching", "email"
-QUEUES = (PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE)
+# deliveries on `email`, and the expansion of finished dashboard uploads on `uploads` (minutes of
+# disk and store I/O for a large zip: neither a GPU slot nor a matching slot should wait on it,
+# and its report should not wait behind a backlog of photos).
+# `finishline run` has one pool consume all four (app/cli.py); `finishline worker --queues` splits them.
+PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE, UPLOADS_QUEUE = "photos", "matching", "email", "uploads"
+QUEUES = (PHOTOS_QUEUE, MATCHING_QUEUE, EMAIL_QUEUE, UPLOADS_QUEUE)
 TASK_QUEUES = {
     PROCESS_PHOTO: PHOTOS_QUEUE,
+    ASSEMBLE_UPLOAD: UPLOADS_QUEUE,
     MATCH_RUNNER: MATCHING_QUEUE,
     REMATCH_EVENT: MATCHING_QUEUE,
     SWEEP_STALE_WORK: MATCHING_QUEUE,

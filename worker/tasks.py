@@ -12,8 +12,11 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseError
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.config import Settings
 from app.db.session import unit_of_work
+from app.jobs import TaskSender
 from app.services import chunked_uploads, matching
 from app.services import notify as notify_service
 from app.services import photos as photo_service
@@ -21,10 +24,12 @@ from app.services import privacy
 from app.services import webhooks as webhook_service
 from app.services.email import NotSent as EmailNotSent
 from app.services.processing import ProcessingContext, process_photos
+from app.services.uploads import upload_limits
 from app.services.webhooks import NotDelivered as WebhookNotDelivered
+from app.storage import PhotoStore
 from worker.context import get_context
-from worker.dispatch import (DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL,
-                             SWEEP_STALE_WORK, CelerySender)
+from worker.dispatch import (ASSEMBLE_UPLOAD, DELIVER_WEBHOOK, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT,
+                             SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, CelerySender)
 
 log = get_task_logger(__name__)
 TRANSIENT = (DatabaseError, BrokerError, ConnectionError, TimeoutError)
@@ -64,17 +69,19 @@ def sweep_stale_work_task(self) -> int:
     with unit_of_work(ctx.make_session) as uow:
         chunked_uploads.expire_abandoned(uow, ctx.store)  # dashboard uploads left for a week
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
+        uploads = chunked_uploads.sweep_stale_assemblies(uow)
+    with unit_of_work(ctx.make_session, _sender(self)) as uow:
         matching.sweep_unfinished_rematches(uow)
     with unit_of_work(ctx.make_session, _sender(self)) as uow:
         purged = privacy.purge_expired_events(uow)
     if purged:
         log.warning("retention: face templates of events %s deleted", ", ".join(purged))
-    if photos.requeued or photos.failed or deliveries.requeued or deliveries.uncertain or runners or hooks:
-        log.warning("sweeper: re-queued %d photos, %d runners to match, %d e-mails and %d webhook events; "
-                    "%d photos failed (attempts used up); %d e-mails uncertain", len(photos.requeued),
-                    len(runners), len(deliveries.requeued), len(hooks), len(photos.failed),
-                    len(deliveries.uncertain))
-    return len(photos.requeued) + len(deliveries.requeued) + len(runners) + len(hooks)
+    if photos.requeued or photos.failed or deliveries.requeued or deliveries.uncertain or runners or hooks or uploads:
+        log.warning("sweeper: re-queued %d photos, %d runners to match, %d e-mails, %d webhook events and "
+                    "%d dashboard uploads to assemble; %d photos failed (attempts used up); %d e-mails uncertain",
+                    len(photos.requeued), len(runners), len(deliveries.requeued), len(hooks), len(uploads),
+                    len(photos.failed), len(deliveries.uncertain))
+    return len(photos.requeued) + len(deliveries.requeued) + len(runners) + len(hooks) + len(uploads)
 
 
 def _photo_queue_length(celery) -> int:
@@ -116,6 +123,26 @@ def deliver_webhook_task(self, webhook_event_id: str) -> str:
                                       last_try=self.request.retries >= self.max_retries)
     log.info("webhook event %s: %s", webhook_event_id, outcome)
     return outcome
+
+
+@shared_task(bind=True, name=ASSEMBLE_UPLOAD, autoretry_for=TRANSIENT, retry_backoff=True,
+             retry_backoff_max=300, max_retries=8)
+def assemble_upload_task(self, upload_id: str, event_id: str) -> int:
+    """A finished dashboard upload through the Uploader: its zip is staged and expanded here."""
+    ctx = get_context(self.app.finishline_settings)
+    report = run_assembly(ctx.settings, ctx.make_session, ctx.store, _sender(self), upload_id, event_id)
+    if report is None:
+        log.info("upload %s: nothing to assemble (done already, or deleted)", upload_id)
+        return 0
+    log.info("upload %s: %d photos, %d rejected", upload_id, len(report["photos"]), len(report["rejected"]))
+    return len(report["photos"])
+
+
+def run_assembly(settings: Settings, make_session: sessionmaker[Session], store: PhotoStore, sender: TaskSender,
+                 upload_id: str, event_id: str) -> dict | None:
+    """The task's work, for any process with a database, a store and a sender (the tests' stand-in too)."""
+    return chunked_uploads.assemble(lambda: unit_of_work(make_session, sender), store, settings.data_dir / "tmp",
+                                    upload_limits(settings), upload_id, event_id, settings.photos_per_task)
 
 
 @shared_task(bind=True, name=MATCH_RUNNER, autoretry_for=TRANSIENT, retry_backoff=True,

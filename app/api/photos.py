@@ -15,7 +15,7 @@ from app.errors import AppError, PayloadTooLarge, Unprocessable
 from app.schemas.photo import BibOut, FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
 from app.services import access
 from app.services import photos as photo_service
-from app.services.uploads import Uploader, UploadLimits
+from app.services.uploads import Uploader, upload_limits
 
 router = APIRouter(tags=["photos"])
 
@@ -77,11 +77,7 @@ async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
         files = [value for value in form.getlist("files") if isinstance(value, UploadFile)]
         if not files:
             raise Unprocessable("Send one or more files in the multipart field `files`.", code="no_files")
-        limits = UploadLimits(max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels,
-                              max_archive_bytes=settings.max_archive_bytes,
-                              max_compression_ratio=settings.max_compression_ratio,
-                              max_archive_entries=settings.max_archive_entries)
-        uploader = Uploader(open_uow, store, settings.data_dir / "tmp", limits, event_id,
+        uploader = Uploader(open_uow, store, settings.data_dir / "tmp", upload_limits(settings), event_id,
                             photos_per_task=settings.photos_per_task)
         for upload in files:
             await run_in_threadpool(uploader.add_file, upload.filename or "unnamed", upload.file)

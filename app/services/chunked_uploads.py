@@ -4,14 +4,19 @@
     put    -> the piece at `offset` goes to the photo store (events/{event}/uploads/{id}/{offset}); the
               session's offset moves on. A piece for the wrong offset answers the right one
               (409), so a client that lost a reply, a connection or its tab just carries on.
-    finish -> once every byte is there, the pieces are read back in order as one stream and go
-              through the same Uploader as the API: each file becomes a photo or a rejection.
+    finish -> once every byte is there the upload is `assembling` and ASSEMBLE_UPLOAD is queued;
+              the worker reads the pieces back in order as one stream through the same Uploader
+              as the API (each file becomes a photo or a rejection; zips are expanded there, never
+              in the API) and records the report: `done`.
 
-Pieces live in the store, not on one API machine's disk, so any instance takes the next piece.
+Pieces live in the store, not on one API machine's disk, so any instance takes the next piece and
+any worker assembles them. An assembly whose worker died (or whose message was lost) is queued
+again once `assembling` has not moved for STALE_FINISH: by the sweeper, or by the page's next poll.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict
@@ -19,17 +24,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.db import UploadSession, utcnow
 from app.db.session import UnitOfWork
 from app.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
+from app.jobs import ASSEMBLE_UPLOAD
 from app.services.uploads import Uploader, UploadLimits
 from app.storage import PhotoStore
 
 MAX_CHUNK_BYTES = 32 * 2**20
-# a finish that died with its process (restart mid-way) may be taken over after this long
+# an assembly that died with its worker may be taken over after this long; a running one
+# refreshes `updated_at` every HEARTBEAT, so however large the file, it never looks stale
 STALE_FINISH = timedelta(minutes=15)
+HEARTBEAT = timedelta(minutes=1)
 
 
 def _piece_key(upload: UploadSession, offset: int) -> str:
@@ -82,21 +90,33 @@ def put_piece(uow: UnitOfWork, store: PhotoStore, upload: UploadSession, offset:
 
 
 def claim_finish(uow: UnitOfWork, upload: UploadSession) -> bool:
-    """Whether this request should assemble the file (one request does; others poll)."""
+    """Queue the assembly of a complete upload (or of a stale one) after commit; call with the
+    upload locked. Only one caller claims it; the others see `assembling` and poll."""
     stale = upload.status == "assembling" and upload.updated_at < utcnow() - STALE_FINISH
     if upload.status == "complete" or stale:
         upload.status = "assembling"
         upload.updated_at = utcnow()
+        uow.send_task(ASSEMBLE_UPLOAD, upload.id, upload.event_id)
         return True
     return False
+
+
+def sweep_stale_assemblies(uow: UnitOfWork, *, limit: int = 200) -> list[str]:
+    """Queue ASSEMBLE_UPLOAD again for uploads `assembling` past STALE_FINISH (the worker died, the
+    message was lost, the broker was down when it was sent); for the sweeper."""
+    stuck = uow.session.scalars(
+        select(UploadSession).where(UploadSession.status == "assembling",
+                                    UploadSession.updated_at < utcnow() - STALE_FINISH)
+        .order_by(UploadSession.updated_at).limit(limit).with_for_update(skip_locked=True))
+    return [upload.id for upload in list(stuck) if claim_finish(uow, upload)]
 
 
 class _Pieces:
     """The stored pieces read back in order as one file-like stream."""
 
-    def __init__(self, store: PhotoStore, upload: UploadSession) -> None:
+    def __init__(self, store: PhotoStore, upload: UploadSession, on_next: Callable[[], None]) -> None:
         self.keys = [_piece_key(upload, offset) for offset in upload.chunks]
-        self.store = store
+        self.store, self.on_next = store, on_next
         self.current: BinaryIO | None = None
 
     def read(self, n: int = -1) -> bytes:
@@ -104,6 +124,7 @@ class _Pieces:
             if self.current is None:
                 if not self.keys:
                     return b""
+                self.on_next()
                 self.current = self.store.open(self.keys.pop(0))
             data = self.current.read(n)
             if data:
@@ -112,27 +133,59 @@ class _Pieces:
             self.current = None
 
 
+class _Heartbeat:
+    """Refreshes a running assembly's `updated_at` at most every HEARTBEAT, in its own short unit
+    of work, so neither the sweeper nor a poll takes over an assembly that is merely long."""
+
+    def __init__(self, open_uow: Callable[[], AbstractContextManager[UnitOfWork]], upload_id: str) -> None:
+        self.open_uow, self.upload_id = open_uow, upload_id
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < HEARTBEAT.total_seconds():
+            return
+        self.last = time.monotonic()
+        with self.open_uow() as uow:
+            uow.session.execute(update(UploadSession)
+                                .where(UploadSession.id == self.upload_id, UploadSession.status == "assembling")
+                                .values(updated_at=utcnow()))
+
+    def opening(self, open_uow: Callable[[], AbstractContextManager[UnitOfWork]]
+                ) -> Callable[[], AbstractContextManager[UnitOfWork]]:
+        """`open_uow`, beating first: the Uploader opens one unit of work per photo."""
+        def open_and_beat() -> AbstractContextManager[UnitOfWork]:
+            self()
+            return open_uow()
+        return open_and_beat
+
+
 def assemble(open_uow: Callable[[], AbstractContextManager[UnitOfWork]], store: PhotoStore,
              staging_dir: Path, limits: UploadLimits, upload_id: str, event_id: str,
-             photos_per_task: int = 1) -> dict:
-    """Run the finished file through the Uploader, record its report, drop the pieces.
+             photos_per_task: int = 1) -> dict | None:
+    """Run the finished file through the Uploader, record its report, drop the pieces (ASSEMBLE_UPLOAD).
 
-    Runs outside the request's transaction (the Uploader commits photo by photo); safe to
-    repeat after a crash: photos are deduplicated by their bytes.
+    Opens its own units of work (the Uploader commits photo by photo). Safe to repeat: an upload
+    that is not `assembling` (done already, or its event deleted) is left alone (None), and after
+    a crash mid-way the photos already stored are recognised by their bytes.
     """
     with open_uow() as uow:
-        upload = get_upload(uow, event_id, upload_id)
-        filename, pieces = upload.filename, _Pieces(store, upload)
+        upload = uow.session.get(UploadSession, upload_id)
+        if upload is None or upload.event_id != event_id or upload.status != "assembling":
+            return None
+        beat = _Heartbeat(open_uow, upload_id)
+        filename, pieces = upload.filename, _Pieces(store, upload, beat)
         keys = list(pieces.keys)
-    uploader = Uploader(open_uow, store, staging_dir, limits, event_id, photos_per_task=photos_per_task)
+    uploader = Uploader(beat.opening(open_uow), store, staging_dir, limits, event_id,
+                        photos_per_task=photos_per_task)
     uploader.add_file(filename, pieces)
     uploader.finish()
     report = {"photos": [asdict(p) for p in uploader.report.photos],
               "rejected": [asdict(r) for r in uploader.report.rejected]}
     with open_uow() as uow:
-        upload = get_upload(uow, event_id, upload_id)
-        upload.status, upload.result, upload.updated_at = "done", report, utcnow()
-        uow.after_commit(lambda: [store.delete(key) for key in keys])
+        upload = uow.session.get(UploadSession, upload_id, with_for_update=True)
+        if upload is not None:  # None: the event was deleted meanwhile, its pieces with it
+            upload.status, upload.result, upload.updated_at = "done", report, utcnow()
+            uow.after_commit(lambda: [store.delete(key) for key in keys])
     return report
 
 

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from app.config import Settings
 from app.db import Photo, PhotoStatus, new_id, utcnow
 from app.db.session import UnitOfWork
 from app.services import photos as photo_service
@@ -43,6 +44,14 @@ class UploadLimits:
     max_archive_bytes: int = 16 * 2**30  # total uncompressed bytes read from one zip
     max_archive_entries: int = 50_000
     max_compression_ratio: float = 100.0  # photos barely compress; more than this is a bomb
+
+
+def upload_limits(settings: Settings) -> UploadLimits:
+    """The limits of every way in: the API, the dashboard form, and the worker assembling an upload."""
+    return UploadLimits(max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels,
+                        max_archive_bytes=settings.max_archive_bytes,
+                        max_compression_ratio=settings.max_compression_ratio,
+                        max_archive_entries=settings.max_archive_entries)
 
 
 @dataclass(frozen=True)

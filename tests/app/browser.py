@@ -8,7 +8,8 @@
   on the page as it is now, failing on serious or critical violations, and a screenshot to
   $FINISHLINE_SCREENSHOTS (default: a folder under the system temp dir) for people to look at.
 - `WorkerSender`: the worker in a thread with the real networks, so counts change while a
-  page watches; MATCH_RUNNER runs inline as in tests/app/test_matching.py.
+  page watches; ASSEMBLE_UPLOAD in a second thread (its own queue, like a worker's); MATCH_RUNNER
+  runs inline as in tests/app/test_matching.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from app.face_backend import load_face_backend
 from app.services import matching
 from app.services.processing import ProcessingContext, process_photos
 from tests.conftest import live_server as serve
-from worker.dispatch import MATCH_RUNNER, PROCESS_PHOTO
+from worker.dispatch import ASSEMBLE_UPLOAD, MATCH_RUNNER, PROCESS_PHOTO
+from worker.tasks import run_assembly
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -150,12 +152,14 @@ def by_id(driver, element_id: str, timeout: float = 60):
 
 
 class WorkerSender:
-    """Photos processed by one background thread with the real networks, like a worker would."""
+    """Photos processed by one background thread with the real networks, like a worker would;
+    finished dashboard uploads assembled by another."""
 
     def __init__(self, app) -> None:
         self.app = app
         self.sent: list[tuple[str, tuple]] = []
         self.pool = ThreadPoolExecutor(max_workers=1)
+        self.uploads = ThreadPoolExecutor(max_workers=1)
         self.errors: list[BaseException] = []
 
     def send(self, task_name: str, *args: object) -> None:
@@ -167,6 +171,15 @@ class WorkerSender:
         elif task_name == PROCESS_PHOTO:
             ids = args[0] if isinstance(args[0], list) else [args[0]]
             self.pool.submit(self._process, ids)
+        elif task_name == ASSEMBLE_UPLOAD:
+            self.uploads.submit(self._assemble, *args)
+
+    def _assemble(self, upload_id: str, event_id: str) -> None:
+        state = self.app.state
+        try:
+            run_assembly(state.settings, state.make_session, state.store, self, upload_id, event_id)
+        except BaseException as exc:
+            self.errors.append(exc)
 
     def _process(self, photo_ids: list[str]) -> None:
         state = self.app.state
@@ -178,4 +191,5 @@ class WorkerSender:
             self.errors.append(exc)
 
     def close(self) -> None:
+        self.uploads.shutdown(wait=True)  # first: an assembly queues photos
         self.pool.shutdown(wait=True)

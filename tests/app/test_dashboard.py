@@ -15,7 +15,7 @@ from app.main import create_app
 from tests.app.dashboard_helpers import PASSWORD, add_match, csrf_of, new_user, sign_in
 from tests.conftest import RecordingSender, migrated_settings
 from tests.images import noise_jpeg
-from worker.dispatch import PROCESS_PHOTO
+from worker.dispatch import ASSEMBLE_UPLOAD, PROCESS_PHOTO, SWEEP_STALE_WORK
 
 
 @pytest.fixture
@@ -24,6 +24,21 @@ def app(tmp_path):
     application = create_app(settings)
     application.state.sender = RecordingSender()
     return application
+
+
+@pytest.fixture
+def run_task(app, monkeypatch):
+    """`run_task(NAME, *args)`: the real task, run by Celery in this process (eager) with a worker
+    context for the app's settings; what it queues goes to the embedded broker's folder."""
+    import worker.tasks  # noqa: F401 (registers the tasks)
+    from worker import context
+    from worker.celery_app import create_worker_app
+
+    monkeypatch.setattr(context, "_context", None)
+    celery = create_worker_app(app.state.settings)
+    yield lambda name, *args: celery.tasks[name].apply(args=list(args)).get()
+    if context._context is not None:
+        context._context.make_session.kw["bind"].dispose()
 
 
 @pytest.fixture
@@ -106,7 +121,7 @@ def test_events_list_links_each_event_by_name_and_another_organisation_sees_none
         assert other.get(f"/dashboard/events/{event_id}/stats").status_code == 404
 
 
-def test_a_resumable_upload_survives_lost_pieces_and_goes_through_the_uploader(signed_in):
+def test_a_resumable_upload_survives_lost_pieces_and_goes_through_the_uploader(app, signed_in, run_task):
     event_id = new_event(signed_in)
     csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
     headers = {"X-CSRF-Token": csrf}
@@ -132,6 +147,12 @@ def test_a_resumable_upload_survives_lost_pieces_and_goes_through_the_uploader(s
     while offset < len(data):
         offset = signed_in.put(f"{url}?offset={offset}", content=data[offset:offset + chunk],
                                headers=headers).json()["offset"]
+    # the API only records `assembling` and queues the worker's task: no zip is expanded here
+    assert signed_in.get(url).json()["status"] == "assembling"
+    assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 0
+    assert app.state.sender.sent == [(ASSEMBLE_UPLOAD, (started["id"], event_id))]  # once, however often polled
+
+    assert run_task(ASSEMBLE_UPLOAD, started["id"], event_id) == 3
     state = signed_in.get(url).json()
     assert state["status"] == "done", state
     assert sorted(p["filename"] for p in state["result"]["photos"]) == [
@@ -139,7 +160,88 @@ def test_a_resumable_upload_survives_lost_pieces_and_goes_through_the_uploader(s
     assert [r["code"] for r in state["result"]["rejected"]] == ["unsupported_type"]
     assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 3
     assert "notes.txt" in signed_in.get(f"/dashboard/events/{event_id}").text  # refused files are listed
+    assert not app.state.store.exists(f"events/{event_id}/uploads/{started['id']}/{0:015d}")  # pieces dropped
     assert signed_in.put(f"{url}?offset=0", content=b"x", headers=headers).status_code == 409
+    # a redelivered message finds the work done and leaves the report alone
+    assert run_task(ASSEMBLE_UPLOAD, started["id"], event_id) == 0
+    assert signed_in.get(url).json()["result"] == state["result"]
+
+
+def _uploaded(client, event_id: str, data: bytes, filename: str = "cam.jpg") -> str:
+    """An upload sent whole in one piece (so `assembling`); its id."""
+    headers = {"X-CSRF-Token": csrf_of(client.get(f"/dashboard/events/{event_id}").text)}
+    base = f"/dashboard/events/{event_id}/uploads"
+    started = client.post(base, json={"filename": filename, "size": len(data)}, headers=headers).json()
+    state = client.put(f"{base}/{started['id']}?offset=0", content=data, headers=headers).json()
+    assert state["status"] == "assembling"
+    return started["id"]
+
+
+def _age(app, upload_id: str, by) -> None:
+    from app.db import UploadSession, utcnow
+    from app.db.session import unit_of_work
+
+    with unit_of_work(app.state.make_session) as uow:
+        uow.session.get(UploadSession, upload_id).updated_at = utcnow() - by
+
+
+def _queued(app, queue: str) -> list[tuple[str, list]]:
+    """(task, args) of the messages waiting in one queue of the embedded broker's folder."""
+    import base64
+    import json
+
+    messages = [json.loads(p.read_text()) for p in sorted((app.state.settings.broker_dir / "queue").iterdir())
+                if p.name.endswith(f".{queue}.msg")]
+    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0]) for m in messages]
+
+
+def test_an_upload_stuck_assembling_is_queued_again_by_the_sweeper(app, signed_in, run_task):
+    from datetime import timedelta
+
+    from app.services.chunked_uploads import STALE_FINISH
+
+    event_id = new_event(signed_in)
+    stuck = _uploaded(signed_in, event_id, noise_jpeg(seed=7))
+    fresh = _uploaded(signed_in, event_id, noise_jpeg(seed=8))
+    _age(app, stuck, STALE_FINISH + timedelta(minutes=1))  # its worker died (or the message was lost)
+    _age(app, fresh, STALE_FINISH - timedelta(minutes=1))  # a long assembly, still running
+    assert _queued(app, "uploads") == []
+    run_task(SWEEP_STALE_WORK)
+    assert _queued(app, "uploads") == [(ASSEMBLE_UPLOAD, [stuck, event_id])]
+    run_task(SWEEP_STALE_WORK)  # claimed again just now: not queued twice
+    assert len(_queued(app, "uploads")) == 1
+    run_task(ASSEMBLE_UPLOAD, stuck, event_id)
+    state = signed_in.get(f"/dashboard/events/{event_id}/uploads/{stuck}").json()
+    assert state["status"] == "done" and len(state["result"]["photos"]) == 1
+
+
+def test_a_long_assembly_keeps_itself_from_looking_stale(app, signed_in, monkeypatch):
+    """However long a 10 GB zip takes, the sweeper never queues a second assembly beside it."""
+    from datetime import timedelta
+
+    from app.db.session import unit_of_work
+    from app.services import chunked_uploads
+    from worker.tasks import run_assembly
+
+    event_id = new_event(signed_in)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"{i}.jpg", noise_jpeg(seed=20 + i))
+    upload_id = _uploaded(signed_in, event_id, archive.getvalue(), "big.zip")
+    _age(app, upload_id, chunked_uploads.STALE_FINISH + timedelta(minutes=1))  # as if it had run that long
+    monkeypatch.setattr(chunked_uploads, "HEARTBEAT", timedelta(0))
+    swept = []
+
+    class SweepingSender(RecordingSender):
+        def send(self, task_name: str, *args: object) -> None:  # between two photos of the zip
+            super().send(task_name, *args)
+            with unit_of_work(app.state.make_session, RecordingSender()) as uow:
+                swept.append(chunked_uploads.sweep_stale_assemblies(uow))
+
+    settings = app.state.settings
+    report = run_assembly(settings, app.state.make_session, app.state.store, SweepingSender(), upload_id, event_id)
+    assert len(report["photos"]) == 3 and swept and not any(swept), swept
 
 
 def test_upload_without_script_and_failed_photo_retry(app, signed_in):

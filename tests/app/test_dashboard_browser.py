@@ -15,7 +15,7 @@ import pytest
 
 from app.db import Photo, Runner, UploadSession
 from app.db.session import unit_of_work
-from app.jobs import REMATCH_EVENT
+from app.jobs import ASSEMBLE_UPLOAD, REMATCH_EVENT
 from app.main import create_app
 from app.services import events as event_service
 from app.services import matching
@@ -167,6 +167,9 @@ def resumable_uploads(driver, app, base: str, event_id: str, tmp_path) -> None:
         assert len(sessions) == 1 and sessions[0].status == "done"  # the same upload, carried on
         assert stopped > 0 and sessions[0].size_bytes == closed.stat().st_size
         assert uow.session.query(Photo).filter_by(event_id=event_id).count() == 3 + 6 + 6
+        ids = [u.id for u in uow.session.query(UploadSession).filter_by(event_id=event_id)]
+    # every upload (photos and zips) was assembled by the (stand-in) worker, once
+    assert sorted(args[0] for name, args in app.state.sender.sent if name == ASSEMBLE_UPLOAD) == sorted(ids)
     check_page(driver, "event-resumed")
 
 

@@ -1,4 +1,5 @@
-"""Photos, matching and e-mail travel on separate queues, and workers consume the ones named."""
+"""Photos, matching, e-mail and upload assembly travel on separate queues, and workers consume the
+ones named (all of them by default, as under `finishline run`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import redis
 
 from tests.conftest import REPO, make_settings
 from worker.celery_app import create_celery
-from worker.dispatch import (MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT, SEND_RUNNER_EMAIL, SWEEP_STALE_WORK,
-                             CelerySender)
+from worker.dispatch import (ASSEMBLE_UPLOAD, DEFAULT_QUEUE, MATCH_RUNNER, PROCESS_PHOTO, REMATCH_EVENT,
+                             SEND_RUNNER_EMAIL, SWEEP_STALE_WORK, TASK_QUEUES, CelerySender)
 
 
 def test_each_task_lands_on_its_own_queue_in_redis(tmp_path, redis_url):
@@ -24,9 +25,18 @@ def test_each_task_lands_on_its_own_queue_in_redis(tmp_path, redis_url):
     sender.send(REMATCH_EVENT, "event")
     sender.send(SWEEP_STALE_WORK)
     sender.send(SEND_RUNNER_EMAIL, "delivery")
-    lengths = {queue: client.llen(queue) for queue in ("photos", "matching", "email", "celery")}
-    assert lengths == {"photos": 3, "matching": 3, "email": 1, "celery": 0}
+    sender.send(ASSEMBLE_UPLOAD, "upload", "event")  # a 10 GB zip: behind no photo, before no match
+    lengths = {queue: client.llen(queue) for queue in ("photos", "matching", "email", "uploads", "celery")}
+    assert lengths == {"photos": 3, "matching": 3, "email": 1, "uploads": 1, "celery": 0}
     client.flushdb()
+
+
+def test_a_worker_started_without_queues_consumes_every_routed_one():
+    from app.cli import build_parser
+
+    # `finishline run` starts its worker this way, so no task sits in a queue nobody reads
+    queues = build_parser().parse_args(["worker"]).queues.split(",")
+    assert set(TASK_QUEUES.values()) | {DEFAULT_QUEUE} <= set(queues)
 
 
 def test_filesystem_broker_keeps_the_queues_apart(tmp_path):

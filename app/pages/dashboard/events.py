@@ -33,7 +33,7 @@ from app.services import notify as notify_service
 from app.services import photos as photo_service
 from app.services import runners as runner_service
 from app.services import start_list
-from app.services.uploads import Uploader, UploadLimits
+from app.services.uploads import Uploader, upload_limits
 
 router = APIRouter()
 RUNNERS_PER_PAGE = 50
@@ -48,13 +48,6 @@ FLASHES = {
     "rematching": "Settings saved. The photos are being matched again with the new threshold (progress below).",
     "event_deleted": "Event deleted, with its photos, runners and matches.",
 }
-
-
-def upload_limits(settings: Settings) -> UploadLimits:
-    return UploadLimits(max_file_bytes=settings.max_file_bytes, max_image_pixels=settings.max_image_pixels,
-                        max_archive_bytes=settings.max_archive_bytes,
-                        max_compression_ratio=settings.max_compression_ratio,
-                        max_archive_entries=settings.max_archive_entries)
 
 
 def _event_page(name: str, who, event, tab: str, request: Request, **context) -> HTMLResponse:

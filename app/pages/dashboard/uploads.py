@@ -5,9 +5,10 @@
     PUT  /dashboard/events/{id}/uploads/{upload}?offset=N   the bytes from N -> {"offset", "status", "result"}
 
 A PUT for the wrong offset answers 409 with the offset wanted. Once the last piece is in, the
-file goes through the Uploader in the background (status `assembling`); the script polls the
-GET until `done`, whose `result` is the upload report (photos and rejections). An assembly that
-died with its process is taken up again by the next GET once stale.
+upload is `assembling` and a worker runs the file through the Uploader (ASSEMBLE_UPLOAD: a zip is
+expanded there, not in this process); the script polls the GET until `done`, whose `result` is the
+upload report (photos and rejections). An assembly that died with its worker is queued again by
+the sweeper, or by the next GET, once stale.
 All take the session cookie; the POST and PUT also the X-CSRF-Token header.
 """
 
@@ -15,14 +16,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.background import BackgroundTask
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep, UoW, UowFactory
+from app.api.deps import SettingsDep, StoreDep, UoW
 from app.errors import PayloadTooLarge
 from app.pages.dashboard.auth import PostDep, SignedInDep
-from app.pages.dashboard.events import upload_limits
 from app.services import access, chunked_uploads
 from app.services.chunked_uploads import OffsetMismatch
 
@@ -50,19 +49,12 @@ def start_upload(event_id: str, body: UploadStart, uow: UoW, settings: SettingsD
     return JSONResponse(_state(upload, settings), status_code=201)
 
 
-def _assemble_later(upload, open_uow, settings, store) -> BackgroundTask:
-    # runs after the response, so after this request's transaction committed `assembling`
-    return BackgroundTask(chunked_uploads.assemble, open_uow, store, settings.data_dir / "tmp",
-                          upload_limits(settings), upload.id, upload.event_id, settings.photos_per_task)
-
-
 @router.get("/dashboard/events/{event_id}/uploads/{upload_id}")
-def upload_state(event_id: str, upload_id: str, uow: UoW, open_uow: UowFactory, settings: SettingsDep,
-                 store: StoreDep, who: SignedInDep) -> JSONResponse:
+def upload_state(event_id: str, upload_id: str, uow: UoW, settings: SettingsDep, who: SignedInDep) -> JSONResponse:
     event = access.get_event(uow, who.caller, event_id)
     upload = chunked_uploads.get_upload(uow, event.id, upload_id, lock=True)
-    background = _assemble_later(upload, open_uow, settings, store) if chunked_uploads.claim_finish(uow, upload) else None
-    return JSONResponse(_state(upload, settings), background=background)
+    chunked_uploads.claim_finish(uow, upload)  # a stale assembly: queued again
+    return JSONResponse(_state(upload, settings))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -76,7 +68,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 @router.put("/dashboard/events/{event_id}/uploads/{upload_id}")
-async def put_piece(event_id: str, upload_id: str, offset: int, request: Request, uow: UoW, open_uow: UowFactory,
+async def put_piece(event_id: str, upload_id: str, offset: int, request: Request, uow: UoW,
                     settings: SettingsDep, store: StoreDep, who: PostDep) -> JSONResponse:
     data = await _read_body(request, chunked_uploads.MAX_CHUNK_BYTES)
     event = await run_in_threadpool(access.get_event, uow, who.caller, event_id)
@@ -86,6 +78,6 @@ async def put_piece(event_id: str, upload_id: str, offset: int, request: Request
     except OffsetMismatch as exc:
         # the client lost a reply or a connection: it carries on from here
         return JSONResponse({**_state(upload, settings), "code": exc.code, "error": exc.detail}, status_code=409)
-    finish = await run_in_threadpool(chunked_uploads.claim_finish, uow, upload)
-    background = _assemble_later(upload, open_uow, settings, store) if finish else None
-    return JSONResponse(_state(upload, settings), background=background)
+    # the last piece: ASSEMBLE_UPLOAD is queued once this transaction commits `assembling`
+    await run_in_threadpool(chunked_uploads.claim_finish, uow, upload)
+    return JSONResponse(_state(upload, settings))
