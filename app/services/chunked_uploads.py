@@ -89,11 +89,16 @@ def put_piece(uow: UnitOfWork, store: PhotoStore, upload: UploadSession, offset:
         upload.status = "complete"
 
 
+def ready_to_assemble(upload: UploadSession) -> bool:
+    """Complete and not claimed yet, or claimed by an assembly that went stale."""
+    stale = upload.status == "assembling" and upload.updated_at < utcnow() - STALE_FINISH
+    return upload.status == "complete" or stale
+
+
 def claim_finish(uow: UnitOfWork, upload: UploadSession) -> bool:
     """Queue the assembly of a complete upload (or of a stale one) after commit; call with the
     upload locked. Only one caller claims it; the others see `assembling` and poll."""
-    stale = upload.status == "assembling" and upload.updated_at < utcnow() - STALE_FINISH
-    if upload.status == "complete" or stale:
+    if ready_to_assemble(upload):
         upload.status = "assembling"
         upload.updated_at = utcnow()
         uow.send_task(ASSEMBLE_UPLOAD, upload.id, upload.event_id)

@@ -455,3 +455,29 @@ def test_a_start_list_is_imported_from_the_runners_page(signed_in):
     without_token = signed_in.post(f"/dashboard/events/{event_id}/start-list",
                                    files={"file": ("start.csv", csv_file, "text/csv")})
     assert without_token.status_code == 403
+
+
+def test_an_upload_finished_while_the_broker_is_down_is_queued_when_it_is_back(app, signed_in, monkeypatch):
+    """The assembly is claimed only while the broker answers: with it down the upload stays
+    `complete` (the page keeps polling) instead of `assembling` with a lost message, which only
+    the sweeper would find, 15 minutes later."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from app.pages.dashboard import uploads as upload_routes
+
+    def broker_down(celery) -> None:  # type: ignore[no-untyped-def]
+        raise BrokerError("connection refused")
+
+    monkeypatch.setattr(upload_routes, "check_broker", broker_down)
+    event_id = new_event(signed_in)
+    data = noise_jpeg(seed=3, size=(400, 300))
+    headers = {"X-CSRF-Token": csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)}
+    base = f"/dashboard/events/{event_id}/uploads"
+    upload_id = signed_in.post(base, json={"filename": "cam.jpg", "size": len(data)}, headers=headers).json()["id"]
+    url = f"{base}/{upload_id}"
+    assert signed_in.put(f"{url}?offset=0", content=data, headers=headers).json()["status"] == "complete"
+    assert signed_in.get(url).json()["status"] == "complete"
+    assert [name for name, _ in app.state.sender.sent] == []
+    monkeypatch.setattr(upload_routes, "check_broker", lambda celery: None)  # back
+    assert signed_in.get(url).json()["status"] == "assembling"
+    assert app.state.sender.sent == [(ASSEMBLE_UPLOAD, (upload_id, event_id))]
