@@ -23,7 +23,7 @@ class UploadSession(IdMixin, Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     received_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     chunks: Mapped[list] = mapped_column(JSON, default=list)  # [offset, ...] in order
-    status: Mapped[str] = mapped_column(String(20), default="receiving")  # receiving | done
+    status: Mapped[str] = mapped_column(String(20), default="receiving")  # receiving | complete | assembling | done | failed
     result: Mapped[dict | None] = mapped_column(JSON)  # the upload report once done
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -34,6 +34,7 @@ from app.services.uploads import Uploader, UploadLimits
 from app.storage import PhotoStore
 
 MAX_CHUNK_BYTES = 32 * 2**20
+MISSING_PIECE = "Part of this upload is missing from storage, so it cannot be put together: upload the file again."
 # an assembly that died with its worker may be taken over after this long; a running one
 # refreshes `updated_at` every HEARTBEAT, so however large the file, it never looks stale
 STALE_FINISH = timedelta(minutes=15)
@@ -182,14 +183,20 @@ def assemble(open_uow: Callable[[], AbstractContextManager[UnitOfWork]], store: 
         keys = list(pieces.keys)
     uploader = Uploader(beat.opening(open_uow), store, staging_dir, limits, event_id,
                         photos_per_task=photos_per_task)
-    uploader.add_file(filename, pieces)
+    status, error = "done", None
+    try:
+        uploader.add_file(filename, pieces)
+    except FileNotFoundError:  # a piece is gone from the store: no retry brings it back
+        status, error = "failed", MISSING_PIECE
     uploader.finish()
     report = {"photos": [asdict(p) for p in uploader.report.photos],
               "rejected": [asdict(r) for r in uploader.report.rejected]}
+    if error:
+        report["error"] = error
     with open_uow() as uow:
         upload = uow.session.get(UploadSession, upload_id, with_for_update=True)
         if upload is not None:  # None: the event was deleted meanwhile, its pieces with it
-            upload.status, upload.result, upload.updated_at = "done", report, utcnow()
+            upload.status, upload.result, upload.updated_at = status, report, utcnow()
             uow.after_commit(lambda: [store.delete(key) for key in keys])
     return report
 

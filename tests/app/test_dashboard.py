@@ -481,3 +481,16 @@ def test_an_upload_finished_while_the_broker_is_down_is_queued_when_it_is_back(a
     monkeypatch.setattr(upload_routes, "check_broker", lambda celery: None)  # back
     assert signed_in.get(url).json()["status"] == "assembling"
     assert app.state.sender.sent == [(ASSEMBLE_UPLOAD, (upload_id, event_id))]
+
+
+def test_an_upload_whose_piece_is_gone_from_the_store_fails_with_a_reason(app, signed_in, run_task):
+    """No retry brings a lost piece back: the upload ends `failed` with what to do, instead of
+    `assembling` for ever (re-queued by the sweeper every STALE_FINISH, the page polling)."""
+    event_id = new_event(signed_in)
+    upload_id = _uploaded(signed_in, event_id, noise_jpeg(seed=9, size=(400, 300)))
+    app.state.store.delete(f"events/{event_id}/uploads/{upload_id}/{0:015d}")
+    run_task(ASSEMBLE_UPLOAD, upload_id, event_id)
+    state = signed_in.get(f"/dashboard/events/{event_id}/uploads/{upload_id}").json()
+    assert state["status"] == "failed", state
+    assert "upload the file again" in state["result"]["error"] and state["result"]["photos"] == []
+    assert app.state.sender.sent.count((ASSEMBLE_UPLOAD, (upload_id, event_id))) == 1  # not queued again

@@ -350,3 +350,28 @@ def test_photos_dropped_on_the_event_page_are_uploaded_and_counted(app, tmp_path
             assert sorted(p.filename for p in stored) == sorted(names)
             assert {p.size_bytes for p in stored} == {(faces_dir / "groups" / n).stat().st_size for n in names}
         check_page(driver, "event-dropped")
+
+
+def test_an_upload_that_cannot_be_put_together_says_so_and_starts_afresh(app, tmp_path, monkeypatch):
+    """A piece lost from the store: the file's line says what to do, and choosing the file again
+    starts a new upload rather than resuming the failed one."""
+    from app.services import chunked_uploads
+
+    def piece_gone(self, n: int = -1) -> bytes:  # type: ignore[no-untyped-def]
+        raise FileNotFoundError("piece")
+
+    email = new_user(app.state.settings)
+    event_id = new_event(app, "Harbour Half Marathon")
+    photo = tmp_path / "finish.jpg"
+    photo.write_bytes(noise_jpeg(seed=11, size=(400, 300)))
+    with live_server(app) as base, chromium("desktop", tmp_path / "profile") as driver:
+        sign_in(driver, base, email, f"/dashboard/events/{event_id}")
+        monkeypatch.setattr(chunked_uploads._Pieces, "read", piece_gone)
+        driver.find_element("id", "files").send_keys(str(photo))
+        wait_until(driver, lambda d: any("upload the file again" in s for s in item_states(d)),
+                   message=str(item_states(driver)))
+        assert driver.execute_script("return localStorage.length") == 0  # nothing left to resume
+        check_page(driver, "event-upload-failed")
+        monkeypatch.undo()
+        driver.find_element("id", "files").send_keys(str(photo))
+        wait_until(driver, lambda d: "1 photo added" in item_states(d)[-1], message=str(item_states(driver)))

@@ -174,6 +174,10 @@
 
   function waitForResult(job) {
     if (job.status === "done") return Promise.resolve(job.result || {});
+    if (job.status === "failed") {  // for good: choosing the file again starts a new upload
+      localStorage.removeItem(key(job.file));
+      return Promise.reject(new Error((job.result || {}).error || "it could not be put together"));
+    }
     job.state = "Unpacking and checking";
     render(job);
     return sleep(1000).then(function () {
