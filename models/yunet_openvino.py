@@ -1,6 +1,6 @@
 """YuNet and SFace on OpenVINO's CPU plugin: the fastest CPU engine measured here.
 
-`bench/pipeline.py --steps`, one thread, 2 December 2026 on this project's Xeon (AMX): SFace 13.4
+`bench/pipeline.py --steps`, one thread, 1 December 2026 on this project's Xeon (AMX): SFace 13.4
 ms per face on OpenCV 5 (int8 or fp32) against 7.1 in OpenVINO fp32 and 2.1 in OpenVINO bf16;
 YuNet on a 1600 px photo 88 ms on OpenCV against 39 ms in OpenVINO fp32.
 
