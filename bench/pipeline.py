@@ -62,7 +62,7 @@ def worker(spec: str, device: str, cache_dir: Path, paths: list[Path], start: mp
     backend = make_backend(spec, device, cache_dir)
     analyse_files(paths[:1], backend, max_pixels=MAX_PIXELS)  # first-call allocations off the clock
     start.wait()
-    faces, detect_s, embed_s, t0 = 0, 0.0, 0.0, time.perf_counter()
+    faces, t0 = 0, time.perf_counter()
     for path in paths:
         [photo] = analyse_files([path], backend, max_pixels=MAX_PIXELS, detect_long_side=DETECT_LONG_SIDE)
         render_jpeg(photo.preview, 1600)
@@ -73,7 +73,7 @@ def worker(spec: str, device: str, cache_dir: Path, paths: list[Path], start: mp
     if "torch" in sys.modules and device.startswith("cuda"):
         gpu_mb = sys.modules["torch"].cuda.max_memory_allocated() / 2**20
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    results.put((len(paths), faces, wall, detect_s, embed_s, rss_mb, gpu_mb))
+    results.put((len(paths), faces, wall, rss_mb, gpu_mb))
 
 
 def run(spec: str, device: str, workers: int, photos: list[Path], cache_dir: Path) -> str:
@@ -91,10 +91,8 @@ def run(spec: str, device: str, workers: int, photos: list[Path], cache_dir: Pat
     for p in procs:
         p.join()
     n_photos, n_faces = sum(r[0] for r in rows), sum(r[1] for r in rows)
-    detect_ms = 1000 * sum(r[3] for r in rows) / n_photos
-    embed_ms = 1000 * sum(r[4] for r in rows) / max(n_faces, 1)
     total_ms = 1000 * sum(r[2] for r in rows) / max(n_faces, 1)
-    rss, gpu = max(r[5] for r in rows), max(r[6] for r in rows)
+    rss, gpu = max(r[3] for r in rows), max(r[4] for r in rows)
     gpu_txt = f"  peak GPU {gpu:7.0f} MiB" if device.startswith("cuda") else ""
     return (f"{spec:18s} {device:4s} workers={workers}  {n_photos / wall:6.2f} photos/s (wall, with previews)  "
             f"{total_ms:6.1f} ms/face all-in  {n_faces} faces  peak RSS/worker {rss:6.0f} MiB{gpu_txt}")
@@ -118,8 +116,6 @@ class Clock:
 def steps(paths: list[Path]) -> None:
     """Each stage of the old and the new path on one core; then faces and embeddings compared."""
     import cv2
-    import numpy as np
-
     from PIL import Image
 
     from models.image import decode_reduced, render_jpeg, shrink_array, to_array
@@ -159,8 +155,7 @@ def steps(paths: list[Path]) -> None:
         draft = new.run("decode (draft)", decode_reduced, path, max_pixels=MAX_PIXELS,
                         min_long_side=round(DETECT_LONG_SIDE * DRAFT_SHARE))
         shrunk = new.run("shrink draft to 1600 px", lambda: shrink_array(to_array(draft.image), DETECT_LONG_SIDE))
-        found = new.run("detect (openvino fp32)", detect_drafts, [draft], default,
-                        detect_long_side=DETECT_LONG_SIDE, min_face_px=24, shrunk=[shrunk])[0]
+        found = new.run("detect (openvino fp32)", detect_drafts, [draft], [shrunk], default, min_face_px=24)[0]
         crops, cut_from = new.run("crop (coarsest decode, regions)", crop_photo, path, draft, found, default,
                                   max_pixels=MAX_PIXELS)
         full = cut_from if cut_from.reduction == 1 else decode_reduced(path, max_pixels=MAX_PIXELS, reduction=1)

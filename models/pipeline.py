@@ -127,8 +127,8 @@ def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_
             drafts.append(exc)
     decoded = [i for i, d in enumerate(drafts) if isinstance(d, Reduced)]
     detected = [shrink_array(to_array(drafts[i].image), detect_long_side) for i in decoded]  # type: ignore[union-attr]
-    found = detect_drafts([drafts[i] for i in decoded], backend, detect_long_side=detect_long_side,
-                          min_face_px=min_face_px, min_score=min_score, shrunk=detected)
+    found = detect_drafts([drafts[i] for i in decoded], detected, backend, min_face_px=min_face_px,
+                          min_score=min_score)
     previews = dict(zip(decoded, (Image.fromarray(array) for array, _ in detected)))
     del detected
     crops: list[np.ndarray] = []
@@ -158,14 +158,11 @@ def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_
     return results
 
 
-def detect_drafts(drafts: Sequence[Reduced], backend: FaceBackend, *, detect_long_side: int,
-                  min_face_px: int, min_score: float | None = None,
-                  shrunk: Sequence[tuple[np.ndarray, float]] | None = None) -> list[list[Detection]]:
-    """`detect_faces` on drafts: detections mapped back to full-resolution pixels. `shrunk`: the
-    drafts already shrunk to `detect_long_side` by `shrink_array`, when the caller has them."""
+def detect_drafts(drafts: Sequence[Reduced], shrunk: Sequence[tuple[np.ndarray, float]], backend: FaceBackend,
+                  *, min_face_px: int, min_score: float | None = None) -> list[list[Detection]]:
+    """`detect_faces` on drafts: detections mapped back to full-resolution pixels. `shrunk`: each
+    draft shrunk to the detection size by `shrink_array` (the caller keeps them for previews)."""
     threshold = backend.min_detection_score if min_score is None else min_score
-    if shrunk is None:
-        shrunk = [shrink_array(to_array(draft.image), detect_long_side) for draft in drafts]
     arrays = [small for small, _ in shrunk]
     factors = [factor * draft.reduction for draft, (_, factor) in zip(drafts, shrunk)]
     kept: list[list[Detection]] = []
@@ -222,13 +219,8 @@ def crop_by_region(image: Image.Image, detections: Sequence[Detection], backend:
         left, top = max(0, int(min(xs) - reach)), max(0, int(min(ys) - reach))
         right, bottom = min(width, int(max(xs) + reach) + 2), min(height, int(max(ys) + reach) + 2)
         region = to_array(image.crop((left, top, max(right, left + 1), max(bottom, top + 1))))
-        crops.extend(backend.crop_faces(region, [_shifted(d, left, top)]))
+        crops.extend(backend.crop_faces(region, [d.shifted(-left, -top)]))
     return crops
-
-
-def _shifted(d: Detection, dx: int, dy: int) -> Detection:
-    return Detection(box=(d.box[0] - dx, d.box[1] - dy, d.box[2] - dx, d.box[3] - dy),
-                     landmarks=tuple((x - dx, y - dy) for x, y in d.landmarks), score=d.score)
 
 
 def _in_reduced(d: Detection, image: Reduced) -> Detection:

@@ -28,6 +28,14 @@ class Detection:
             score=self.score,
         )
 
+    def shifted(self, dx: float, dy: float) -> "Detection":
+        """The same detection with the image's origin moved (e.g. in a region cut from it)."""
+        return Detection(
+            box=(self.box[0] + dx, self.box[1] + dy, self.box[2] + dx, self.box[3] + dy),
+            landmarks=tuple((x + dx, y + dy) for x, y in self.landmarks),
+            score=self.score,
+        )
+
     @property
     def width(self) -> float:
         return self.box[2] - self.box[0]
