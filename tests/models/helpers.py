@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from models.types import Detection
+from models.weights import WeightFile, verified_path
 
 MAX_PIXELS = 60_000_000
 
@@ -49,3 +52,16 @@ def assert_same_detections(reference: list[list[Detection]], found: list[list[De
             twin = max(got, key=lambda g: best_ious([r], [g])[0])
             assert np.abs(np.subtract(r.landmarks, twin.landmarks)).max() <= 1.0
             assert abs(r.score - twin.score) <= 0.01
+
+
+def tampered_copy(root: Path, weights: Sequence[WeightFile], tampered: WeightFile, at: int) -> Path:
+    """`root` laid out like the packages, holding copies of `weights` with three bytes of
+    `tampered` overwritten at offset `at`: for `weights_root=` arguments."""
+    for weight in weights:
+        target = root / weight.relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(verified_path(weight), target)
+    with (root / tampered.relpath).open("r+b") as fh:
+        fh.seek(at)
+        fh.write(b"\x00\x01\x02")
+    return root

@@ -3,7 +3,6 @@ geometry and filters of models/bibs.py on hand-made reads."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from models.image import decode_image
 from models.pipeline import detect_faces
 from models.weights import WeightsError, sha256_of, verified_path
 from tests.bib_images import RACE_LABELS, bib_scene
-from tests.models.helpers import MAX_PIXELS
+from tests.models.helpers import MAX_PIXELS, tampered_copy
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +33,9 @@ def read(photo, backend, reader):
 def test_weights_are_the_wheels_files_and_a_tampered_one_is_refused(tmp_path: Path) -> None:
     for weight in (PPOCR_DET, PPOCR_REC):
         assert sha256_of(verified_path(weight)) == weight.sha256
-        target = tmp_path / weight.relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(verified_path(weight), target)
-    with (tmp_path / PPOCR_REC.relpath).open("r+b") as fh:
-        fh.seek(5000)
-        fh.write(b"\x00\x01\x02")
+    root = tampered_copy(tmp_path, (PPOCR_DET, PPOCR_REC), PPOCR_REC, at=5000)
     with pytest.raises(WeightsError, match="PP-OCRv6_rec_small"):
-        PpOcrReader(weights_root=tmp_path).load()
+        PpOcrReader(weights_root=root).load()
 
 
 def test_loading_and_reading_fetch_nothing(monkeypatch, shared_faces: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from models.weights import SFACE, YUNET, WeightFile, WeightsError, package_dir, sha256_of, verified_path
 from models.yunet_sface import YunetSfaceBackend
+from tests.models.helpers import tampered_copy
 
 
 def test_shipped_files_verify() -> None:
@@ -26,15 +26,9 @@ def test_wrong_bytes_give_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_backend_load_refuses_a_tampered_file(tmp_path: Path) -> None:
-    for weight in (YUNET, SFACE):
-        target = tmp_path / weight.relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(verified_path(weight), target)
-    with (tmp_path / SFACE.relpath).open("r+b") as fh:
-        fh.seek(1000)
-        fh.write(b"\x00\x01\x02")
+    root = tampered_copy(tmp_path, (YUNET, SFACE), SFACE, at=1000)
     with pytest.raises(WeightsError, match="face_recognition_sface"):
-        YunetSfaceBackend(weights_root=tmp_path).load()
+        YunetSfaceBackend(weights_root=root).load()
 
 
 def test_missing_file_and_missing_package(tmp_path: Path) -> None:
