@@ -352,7 +352,8 @@ def test_photos_dropped_on_the_event_page_are_uploaded_and_counted(app, tmp_path
         check_page(driver, "event-dropped")
 
 
-def test_an_upload_that_cannot_be_put_together_says_so_and_starts_afresh(app, tmp_path, monkeypatch):
+@pytest.mark.parametrize("viewport", ["phone", "desktop"])
+def test_an_upload_that_cannot_be_put_together_says_so_and_starts_afresh(app, viewport, tmp_path, monkeypatch):
     """A piece lost from the store: the file's line says what to do, and choosing the file again
     starts a new upload rather than resuming the failed one."""
     from app.services import chunked_uploads
@@ -364,7 +365,7 @@ def test_an_upload_that_cannot_be_put_together_says_so_and_starts_afresh(app, tm
     event_id = new_event(app, "Harbour Half Marathon")
     photo = tmp_path / "finish.jpg"
     photo.write_bytes(noise_jpeg(seed=11, size=(400, 300)))
-    with live_server(app) as base, chromium("desktop", tmp_path / "profile") as driver:
+    with live_server(app) as base, chromium(viewport, tmp_path / "profile") as driver:
         sign_in(driver, base, email, f"/dashboard/events/{event_id}")
         monkeypatch.setattr(chunked_uploads._Pieces, "read", piece_gone)
         driver.find_element("id", "files").send_keys(str(photo))
