@@ -1,6 +1,7 @@
 """Calibrate the match threshold of each face backend on ../shared/faces (not a test).
 
     .venv/bin/python bench/calibrate.py [--faces ../shared/faces] [--backends yunet-sface,facenet] [--engine opencv]
+    .venv/bin/python bench/calibrate.py --race [--backends yunet-sface]     # 24 MP photos, the worker's path
 
 Protocol. Identity photos are the selfies; event photos are canvases that paste the other photos
 of the same people next to strangers: photos of people who are not enrolled, and group photos
@@ -12,6 +13,12 @@ The labelled person of a pasted photo is its central face; other faces in it are
 Reported per threshold: recall (found / pasted photos of enrolled people, missed detections
 included), false matches per selfie after the assignment rules, impostor faces above the
 threshold per selfie before them, and the share of selfies with at least one false match.
+With `--race` the event photos are 24 MP JPEGs (6000x4000, sensor-like noise, quality 90) that
+paste the identity photos at 0.5-3x (faces of about 30-200 px, the sizes of runners in a race
+photo) beside an upscaled group photo, and faces come from the worker's own path for event photos
+(models.pipeline.analyse_files: JPEG drafts, crops from the coarsest decode that loses nothing),
+so a change to how event photos are decoded and cut can be judged by recall and false matches.
+
 The recommendation is the lowest threshold with no false match here, raised to the held-out
 reference of shared/MODELS.md where that is higher (race photos have harder strangers: other
 runners of the same race).
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +43,7 @@ from app.services.matching import assign  # noqa: E402
 from app.services.runners import choose_face  # noqa: E402
 from app.errors import Unprocessable  # noqa: E402
 from models.image import decode_image  # noqa: E402
-from models.pipeline import analyse_images  # noqa: E402
+from models.pipeline import PhotoAnalysis, analyse_files, analyse_images  # noqa: E402
 
 THRESHOLDS = [round(t, 2) for t in np.arange(0.26, 0.72, 0.02)]
 # shared/MODELS.md, held-out set (188 people, race photos): SFace's lowest threshold with no
@@ -91,8 +99,64 @@ def build_canvases(faces_dir: Path, seed: int = 7) -> tuple[list[Image.Image], l
     return canvases, layouts
 
 
-def label_faces(canvases, layouts, backend) -> list[EventFace]:
-    results = analyse_images(canvases, backend, detect_long_side=1600, min_face_px=24)
+RACE_SIZE = (6000, 4000)
+RACE_TILES = 6  # identity photos per race canvas, one per cell of a 3 x 2 grid left of the group photo
+RACE_SCALES = (0.5, 3.0)  # log-uniform: LFW's ~65 px faces at about 30-200 px
+RACE_MAX_PIXELS = 60_000_000
+
+
+def build_race_canvases(faces_dir: Path, out: Path, seed: int = 11) -> tuple[list[Path], list[list[Tile]]]:
+    """Every identity photo pasted once into 24 MP race-like JPEGs (cached in `out` by name)."""
+    rng = np.random.default_rng(seed)
+    photos = [(p.parent.name, int(p.stem), p) for p in sorted((faces_dir / "identities").glob("*/*.jpg"))]
+    groups = sorted((faces_dir / "groups").glob("*.jpg"))
+    order = rng.permutation(len(photos))
+    out.mkdir(parents=True, exist_ok=True)
+    width, height = RACE_SIZE
+    group_w = width // 3
+    cell_w, cell_h = (width - group_w) // 3, height // 2
+    paths, layouts = [], []
+    for c, start in enumerate(range(0, len(order), RACE_TILES)):
+        tiles = []
+        canvas = Image.new("RGB", RACE_SIZE, (110, 115, 105))
+        group = Image.open(groups[c % len(groups)]).convert("RGB")
+        f = min(group_w / group.width, height / group.height)
+        group = group.resize((int(group.width * f), int(group.height * f)), Image.Resampling.BICUBIC)
+        canvas.paste(group, (width - group_w + (group_w - group.width) // 2, (height - group.height) // 2))
+        for cell, i in enumerate(order[start:start + RACE_TILES]):
+            person, index, path = photos[i]
+            img = Image.open(path).convert("RGB")
+            img.thumbnail((150, 150))
+            scale = float(np.exp(rng.uniform(*np.log(RACE_SCALES))))
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                             Image.Resampling.BICUBIC)
+            left = (cell % 3) * cell_w + int(rng.integers(0, cell_w - img.width))
+            top = (cell // 3) * cell_h + int(rng.integers(0, cell_h - img.height))
+            canvas.paste(img, (left, top))
+            tiles.append(Tile(person, index, (left, top, left + img.width, top + img.height)))
+        path = out / f"race_{seed}_{c:02d}.jpg"
+        if not path.exists():
+            noise = np.random.default_rng(seed * 1000 + c).normal(0, 4, (height, width, 1)).astype(np.int16)
+            pixels = np.clip(np.asarray(canvas, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+        layouts.append(tiles)
+    return paths, layouts
+
+
+def race_faces(paths: list[Path], backend) -> list:
+    """The faces of each race canvas through the worker's path, one photo at a time as it runs."""
+    found = []
+    for path in paths:
+        (result,) = analyse_files([path], backend, max_pixels=RACE_MAX_PIXELS, detect_long_side=1600,
+                                  min_face_px=24)
+        assert isinstance(result, PhotoAnalysis), result
+        found.append(result.faces)
+    return found
+
+
+def label_faces(results, layouts) -> list[EventFace]:
+    """Each found face labelled by the pasted tile that holds its centre (STRANGER outside any)."""
     faces: list[EventFace] = []
     for c, (found, tiles) in enumerate(zip(results, layouts)):
         by_tile: dict[int, list] = {}
@@ -184,11 +248,17 @@ def main() -> int:
     parser.add_argument("--backends", default="yunet-sface,facenet")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "data" / "models")
     parser.add_argument("--engine", default=None, help="yunet-sface's engine: openvino (default on CPU), opencv")
+    parser.add_argument("--race", action="store_true", help="24 MP race-like event photos, the worker's path")
+    parser.add_argument("--race-dir", type=Path, default=Path(tempfile.gettempdir()) / "finishline-calibrate-race")
+    parser.add_argument("--seed", type=int, default=11, help="with --race: the canvases' layout")
     args = parser.parse_args()
     from models.loader import get_backend
 
     people = sorted(p.name for p in (args.faces / "identities").iterdir() if p.is_dir())
-    canvases, layouts = build_canvases(args.faces)
+    if args.race:
+        canvases, layouts = build_race_canvases(args.faces, args.race_dir, seed=args.seed)
+    else:
+        canvases, layouts = build_canvases(args.faces)
     chosen = {}
     for name in args.backends.split(","):
         try:
@@ -197,7 +267,11 @@ def main() -> int:
             print(f"\n## {name}: not available ({exc})")
             continue
         started = time.perf_counter()
-        faces = label_faces(canvases, layouts, backend)
+        if args.race:
+            found = race_faces(canvases, backend)
+        else:
+            found = analyse_images(canvases, backend, detect_long_side=1600, min_face_px=24)
+        faces = label_faces(found, layouts)
         selfies = selfie_embeddings(args.faces, backend)
         totals = evaluate(faces, layouts, selfies, people)
         chosen[name] = report(name, totals, len(faces), len(canvases))
