@@ -22,15 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.bib_reader import get_reader  # noqa: E402
 from models.bibs import read_bibs  # noqa: E402
-from models.image import decode_image  # noqa: E402
+from models.image import decode_image, detection_image  # noqa: E402
 from models.loader import get_backend  # noqa: E402
-from models.pipeline import detect_faces  # noqa: E402
+from models.pipeline import detect_faces, detect_shrunk  # noqa: E402
 from tests.bib_images import RACE_LABELS, SCENE_BASES, bib_scene, random_number  # noqa: E402
 
 FACES = REPO.parent / "shared" / "faces"
@@ -43,9 +44,11 @@ def evaluate(name: str, photos: list[tuple[str, object, set[str]]], backend, rea
     wall = cpu = 0.0
     misses, wrong = [], []
     for photo_id, image, labels in photos:
-        faces = detect_faces([image], backend)[0]  # the stored faces, as app/services/processing.py
+        shrunk = detection_image(image, 1600)  # the stored faces and the overview, as the worker has them
+        faces = detect_shrunk([image.size], [shrunk], backend, min_face_px=24)[0]
+        overview = Image.fromarray(shrunk[0])
         t0, c0 = time.perf_counter(), time.process_time()
-        reads = {r.number for r in read_bibs(image, [f.box for f in faces], reader)}
+        reads = {r.number for r in read_bibs(image, [f.box for f in faces], reader, overview=overview)}
         wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
         tp += len(reads & labels)
         fp += len(reads - labels)

@@ -16,7 +16,7 @@ threshold per selfie before them, and the share of selfies with at least one fal
 With `--race` the event photos are 24 MP JPEGs (6000x4000, sensor-like noise, quality 90) that
 paste the identity photos at 0.5-3x (faces of about 30-200 px, the sizes of runners in a race
 photo) beside an upscaled group photo, and faces come from the worker's own path for event photos
-(models.pipeline.analyse_files: JPEG drafts, crops from the coarsest decode that loses nothing),
+(models.pipeline.analyse_files: one full decode, detection on its 1600 px copy, crops around faces),
 so a change to how event photos are decoded and cut can be judged by recall and false matches.
 
 The recommendation is the lowest threshold with no false match here, raised to the held-out

@@ -6,7 +6,7 @@
 
 `--race24 N` builds N 6000x4000 photos with about 18 faces each (bench/race_photos.py) in a temp
 folder and uses them instead of `--folder`. `--steps` times every stage of the old path (full
-decode + resize) and of the new one (JPEG drafts, models/pipeline.py: analyse_files) on one core,
+decode + resize) and of the new one (one full decode feeding every stage, models/pipeline.py: analyse_files) on one core,
 in CPU time (process_time, threads pinned to 1) and wall time, and checks that the new path finds
 the same faces with the same embeddings.
 
@@ -55,7 +55,7 @@ def make_backend(spec: str, device: str, cache_dir: Path):  # type: ignore[no-un
 
 def worker(spec: str, device: str, cache_dir: Path, paths: list[Path], start: mp.Barrier,
            results: mp.Queue) -> None:
-    """The worker's own path (analyse_files, previews from the draft), one photo at a time."""
+    """The worker's own path (analyse_files, previews from the detection image), one photo at a time."""
     from models.image import render_jpeg
     from models.pipeline import analyse_files
 
@@ -118,8 +118,8 @@ def steps(paths: list[Path]) -> None:
     import cv2
     from PIL import Image
 
-    from models.image import decode_reduced, render_jpeg, shrink_array, to_array
-    from models.pipeline import DRAFT_SHARE, crop_photo, crop_reduction, detect_drafts, detect_faces
+    from models.image import detection_image, downscale, render_jpeg, to_array
+    from models.pipeline import crop_by_region, detect_faces, detect_shrunk
     from models.yunet_sface import YunetSfaceBackend
 
     from models import bibs
@@ -141,36 +141,33 @@ def steps(paths: list[Path]) -> None:
         for n in range(1, 33):
             backend.embed((crops * n)[:n])
     old, new = Clock(), Clock()
-    old_faces, new_faces, old_vecs, new_vecs, reductions = [], [], [], [], []
+    old_faces, new_faces, old_vecs, new_vecs = [], [], [], []
     for path in paths:
         # old: full decode, Pillow resize for detection, crops from the full image, OpenCV engine
         image = old.run("decode (full)", decode_image, path, max_pixels=MAX_PIXELS)
-        found = old.run("detect (incl. resize)", detect_faces, [image], opencv, detect_long_side=DETECT_LONG_SIDE)[0]
+        found = old.run("detect (incl. resize)", lambda: detect_shrunk(
+            [image.size], [(lambda s: (to_array(s[0]), s[1]))(downscale(image, DETECT_LONG_SIDE))], opencv,
+            min_face_px=24)[0])
         crops = old.run("crop (full image)", lambda: opencv.crop_faces(to_array(image), found))
         old_vecs.append(old.run("embed (OpenCV int8 SFace)", opencv.embed, crops))
         old.run("previews (from full)", lambda: (render_jpeg(image, 1600), render_jpeg(image, 400)))
         old_faces.append(found)
         del image
-        # new: the detection draft, detection on it, crops from the coarsest decode that loses nothing
-        draft = new.run("decode (draft)", decode_reduced, path, max_pixels=MAX_PIXELS,
-                        min_long_side=round(DETECT_LONG_SIDE * DRAFT_SHARE))
-        shrunk = new.run("shrink draft to 1600 px", lambda: shrink_array(to_array(draft.image), DETECT_LONG_SIDE))
-        found = new.run("detect (openvino fp32)", detect_drafts, [draft], [shrunk], default, min_face_px=24)[0]
-        crops, cut_from = new.run("crop (coarsest decode, regions)", crop_photo, path, draft, found, default,
-                                  max_pixels=MAX_PIXELS)
-        full = cut_from if cut_from.reduction == 1 else decode_reduced(path, max_pixels=MAX_PIXELS, reduction=1)
-        new.run(BIBS, bibs.read_bibs, full.image, [d.box for d in found], reader)
-        del cut_from, full
+        # new: one full decode feeds every stage (models/pipeline.py: analyse_files)
+        image = new.run("decode (full)", decode_image, path, max_pixels=MAX_PIXELS)
+        shrunk = new.run("shrink to 1600 px (reduce + area)", detection_image, image, DETECT_LONG_SIDE)
+        found = new.run("detect (openvino fp32)", detect_shrunk, [image.size], [shrunk], default, min_face_px=24)[0]
+        crops = new.run("crop (face regions)", crop_by_region, image, found, default)
+        preview = Image.fromarray(shrunk[0])  # the detector's image is the preview's size
+        new.run(BIBS, bibs.read_bibs, image, [d.box for d in found], reader, overview=preview)
+        del image
         new_vecs.append(new.run(f"embed (openvino {precision} SFace)", default.embed, crops))
         new.run(SAME_CROPS, opencv.embed, crops)
-        preview = Image.fromarray(shrunk[0])  # the detector's image is the preview's size
         new.run("previews (from the 1600 px image)", lambda: (render_jpeg(preview, 1600), render_jpeg(preview, 400)))
         new_faces.append(found)
-        reductions.append(crop_reduction(found, default.crop_px))
     n = len(paths)
     n_old, n_new = sum(map(len, old_faces)), sum(map(len, new_faces))
-    print(f"{n} photos, {n_old} faces old path ({n_old / n:.1f}/photo), {n_new} new path; "
-          f"crop decode per photo (1 = full): {sorted(reductions)}")
+    print(f"{n} photos, {n_old} faces old path ({n_old / n:.1f}/photo), {n_new} new path")
     for label, clock, skip in (("old", old, set()), ("new", new, {SAME_CROPS, BIBS})):
         print(f"  {label} path, ms per photo     cpu    wall")
         for name in clock.cpu:

@@ -90,10 +90,12 @@ def torso_region(face_box: Sequence[float], size: tuple[int, int]) -> tuple[int,
 
 
 def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader: TextReader, *,
-              whole_long_side: int = 384) -> list[BibRead]:
+              whole_long_side: int = 384, overview: Image.Image | None = None) -> list[BibRead]:
     """The bib numbers on `image` (RGB, full resolution); `face_boxes` in its pixels.
 
     `whole_long_side` 0 skips the whole-photo pass (only runners with a visible face are read).
+    `overview`: a smaller copy of `image` (the face detector's), which the whole-photo pass is
+    shrunk from instead of the full image: 1 ms, not 20, for a 24 MP photo.
     """
     regions, scales, offsets, inner_edges = [], [], [], []
     largest = sorted(face_boxes, key=lambda b: b[3] - b[1], reverse=True)[:MAX_REGIONS]
@@ -113,7 +115,8 @@ def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader:
     if whole_long_side:
         whole_factor = min(whole_long_side / max(image.size), 1.0)
         size = (max(int(image.width * whole_factor), 1), max(int(image.height * whole_factor), 1))
-        regions.append(np.asarray(image.resize(size, Image.BILINEAR, reducing_gap=2.0)))
+        source = overview if overview is not None and max(overview.size) >= max(size) else image
+        regions.append(np.asarray(source.resize(size, Image.BILINEAR, reducing_gap=2.0)))
         scales.append(whole_factor)
         offsets.append((0, 0))
         inner_edges.append((False, False, False, False))

@@ -1,10 +1,9 @@
-"""Photos in, faces out: detect on a downscaled copy, embed aligned crops of the full image.
+"""Photos in, faces out: detect on a shrunk copy, embed aligned crops of the full image.
 
 Plain functions, one per stage, so the worker (event photos) and the API (selfies) share them.
 Two entry points: `analyse_images` for decoded images (selfies, tests, calibration) and
-`analyse_files` for event photos on disk, which decodes JPEGs at reduced scale wherever that
-loses nothing: detection straight on a DCT-scaled draft, and each photo's crops from the
-coarsest decode in which every one of its faces is still at least the crop's size.
+`analyse_files` for event photos on disk, which decodes each photo once, at full resolution, and
+feeds every stage from that decode.
 """
 
 from __future__ import annotations
@@ -16,15 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from models.image import JPEG_REDUCTIONS, ImageDecodeError, Reduced, decode_reduced, downscale, shrink_array, to_array
+from models.image import ImageDecodeError, decode_image, detection_image, to_array
 from models.types import Detection, FaceBackend
-
-# Detection runs on the coarsest JPEG draft whose long side is at least `detect_long_side`, shrunk
-# to exactly that long side: the detector sees the size it always saw. (A 1/4 draft of a 6000 px
-# photo, 1500 px, is 15 ms cheaper, but YuNet's landmarks on small faces move enough at 1500 vs
-# 1600 px to change embeddings: cosine down to 0.4 on 50 px faces, bench/pipeline.py --steps.)
-DRAFT_SHARE = 1.0
-
 
 @dataclass(frozen=True)
 class FaceResult:
@@ -52,12 +44,17 @@ def detect_faces(images: Sequence[Image.Image], backend: FaceBackend, *, detect_
     Detecting at 1600 px cost no accuracy against native resolution (shared/MODELS.md) and
     bounds time and memory for 50 MP uploads.
     """
+    shrunk = [detection_image(img, detect_long_side) for img in images]
+    return detect_shrunk([img.size for img in images], shrunk, backend, min_face_px=min_face_px, min_score=min_score)
+
+
+def detect_shrunk(sizes: Sequence[tuple[int, int]], shrunk: Sequence[tuple[np.ndarray, float]],
+                  backend: FaceBackend, *, min_face_px: int, min_score: float | None = None) -> list[list[Detection]]:
+    """`detect_faces` on images already shrunk by `detection_image` (`sizes`: their full sizes)."""
     threshold = backend.min_detection_score if min_score is None else min_score
-    small = [downscale(img, detect_long_side) for img in images]
-    found = backend.detect([to_array(img) for img, _ in small])
     kept: list[list[Detection]] = []
-    for img, (_, factor), faces in zip(images, small, found):
-        full = [_clipped(d.scaled(factor), img.size) for d in faces if d.score >= threshold]
+    for size, (_, factor), faces in zip(sizes, shrunk, backend.detect([array for array, _ in shrunk])):
+        full = [_clipped(d.scaled(factor), size) for d in faces if d.score >= threshold]
         kept.append([d for d in full if min(d.width, d.height) >= min_face_px])
     return kept
 
@@ -67,8 +64,7 @@ def embed_faces(images: Sequence[Image.Image], detections: Sequence[Sequence[Det
     """Embed each detection from its full-resolution image; detections in that image's pixels."""
     crops: list[np.ndarray] = []
     for img, faces in zip(images, detections):
-        if faces:  # skip the full-size array copy for photos without faces
-            crops.extend(backend.crop_faces(to_array(img), faces))
+        crops.extend(crop_by_region(img, faces, backend))
     vectors = backend.embed(crops)
     results: list[list[FaceResult]] = []
     row = 0
@@ -101,8 +97,8 @@ class PhotoAnalysis:
     preview: Image.Image
 
 
-# analyse_files' hook: (photo index, the photo at full resolution on demand, its detections)
-FullImageUse = Callable[[int, Callable[[], Image.Image], list[Detection]], None]
+# analyse_files' hook: (photo index, the photo at full resolution, what the detector saw, its detections)
+FullImageUse = Callable[[int, Image.Image, Image.Image, list[Detection]], None]
 
 
 def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_pixels: int,
@@ -110,95 +106,39 @@ def analyse_files(sources: Sequence[Path | bytes], backend: FaceBackend, *, max_
                   use_full_image: FullImageUse | None = None) -> list[PhotoAnalysis | ImageDecodeError]:
     """Faces of each photo file, in input order; a photo that cannot be decoded gives its error.
 
-    Detection is batched across the photos; crops are cut one photo at a time, so at most one
-    finer decode is alive at once (memory bounded by one photo, not by the batch).
+    Each photo is decoded once, at full resolution, and that decode feeds every stage: the
+    detector sees it shrunk by `detection_image`, the embedder gets crops cut around each face,
+    and `use_full_image` (the bib reader) is called with it right after the crops (its errors are
+    the caller's to handle). Detection used to run on a 1/2 JPEG draft: race photos then paid two
+    decodes, since their small faces need full resolution, and the draft plus its shrink cost
+    three times this one's shrink, for the same recall and false matches (bench/calibrate.py --race).
 
-    `use_full_image` is called for each decoded photo right after its crops, with a function that
-    gives the upright full-resolution image: the crops' own decode when they needed full
-    resolution (race photos nearly always do), else a new one. The bib reader reads there, so a
-    photo is decoded at full resolution once, not twice. Its errors are the caller's to handle.
+    Photos are taken one at a time, so at most one full decode is alive (memory bounded by one
+    photo, not by the batch); the crops of all of them are embedded together.
     """
-    drafts: list[Reduced | ImageDecodeError] = []
-    for source in sources:
-        try:
-            drafts.append(decode_reduced(source, max_pixels=max_pixels,
-                                         min_long_side=round(detect_long_side * DRAFT_SHARE)))
-        except ImageDecodeError as exc:
-            drafts.append(exc)
-    decoded = [i for i, d in enumerate(drafts) if isinstance(d, Reduced)]
-    detected = [shrink_array(to_array(drafts[i].image), detect_long_side) for i in decoded]  # type: ignore[union-attr]
-    found = detect_drafts([drafts[i] for i in decoded], detected, backend, min_face_px=min_face_px,
-                          min_score=min_score)
-    previews = dict(zip(decoded, (Image.fromarray(array) for array, _ in detected)))
-    del detected
+    results: list[PhotoAnalysis | ImageDecodeError | None] = [None] * len(sources)
     crops: list[np.ndarray] = []
-    per_photo: dict[int, list[Detection]] = {}
-    results: list[PhotoAnalysis | ImageDecodeError] = list(drafts)  # type: ignore[arg-type]
-    for i, faces in zip(decoded, found):
-        draft = drafts[i]
-        assert isinstance(draft, Reduced)
+    analysed: list[tuple[int, list[Detection], tuple[int, int], Image.Image]] = []
+    for i, source in enumerate(sources):
         try:
-            photo_crops, cut_from = crop_photo(sources[i], draft, faces, backend, max_pixels=max_pixels)
-        except ImageDecodeError as exc:  # the finer decode can still find a broken tail
+            image = decode_image(source, max_pixels=max_pixels)
+        except ImageDecodeError as exc:
             results[i] = exc
             continue
-        crops.extend(photo_crops)
-        per_photo[i] = faces
+        shrunk = detection_image(image, detect_long_side)
+        [faces] = detect_shrunk([image.size], [shrunk], backend, min_face_px=min_face_px, min_score=min_score)
+        preview = Image.fromarray(shrunk[0])
+        crops.extend(crop_by_region(image, faces, backend))
         if use_full_image is not None:
-            use_full_image(i, _full_image(sources[i], cut_from, max_pixels), faces)
-        del cut_from
+            use_full_image(i, image, preview, faces)
+        analysed.append((i, faces, image.size, preview))
+        del image, shrunk
     vectors = backend.embed(crops)
     row = 0
-    for i, faces in per_photo.items():
-        draft = drafts[i]
-        assert isinstance(draft, Reduced)
-        results[i] = PhotoAnalysis([_result(d, vectors[row + k]) for k, d in enumerate(faces)],
-                                   draft.full_size, previews[i])
+    for i, faces, size, preview in analysed:
+        results[i] = PhotoAnalysis([_result(d, vectors[row + k]) for k, d in enumerate(faces)], size, preview)
         row += len(faces)
-    return results
-
-
-def detect_drafts(drafts: Sequence[Reduced], shrunk: Sequence[tuple[np.ndarray, float]], backend: FaceBackend,
-                  *, min_face_px: int, min_score: float | None = None) -> list[list[Detection]]:
-    """`detect_faces` on drafts: detections mapped back to full-resolution pixels. `shrunk`: each
-    draft shrunk to the detection size by `shrink_array` (the caller keeps them for previews)."""
-    threshold = backend.min_detection_score if min_score is None else min_score
-    arrays = [small for small, _ in shrunk]
-    factors = [factor * draft.reduction for draft, (_, factor) in zip(drafts, shrunk)]
-    kept: list[list[Detection]] = []
-    for draft, factor, faces in zip(drafts, factors, backend.detect(arrays)):
-        full = [_clipped(d.scaled(factor), draft.full_size) for d in faces if d.score >= threshold]
-        kept.append([d for d in full if min(d.width, d.height) >= min_face_px])
-    return kept
-
-
-def crop_reduction(detections: Sequence[Detection], crop_px: int | None) -> int:
-    """The coarsest JPEG reduction at which every face's box is still at least `crop_px` wide
-    and high, so no crop is upsampled from a reduced decode; 1 (full resolution) otherwise."""
-    if not detections or crop_px is None:
-        return 1 if detections else max(JPEG_REDUCTIONS)
-    smallest = min(min(d.width, d.height) for d in detections)
-    return next((r for r in JPEG_REDUCTIONS if smallest / r >= crop_px), 1)
-
-
-def crop_photo(source: Path | bytes, draft: Reduced, detections: Sequence[Detection], backend: FaceBackend,
-               *, max_pixels: int) -> tuple[list[np.ndarray], Reduced]:
-    """Aligned crops of one photo's faces (full-resolution pixels) from the coarsest decode that
-    loses nothing: the detection draft itself when it is fine enough, else a new decode; and the
-    decode they were cut from."""
-    if not detections:
-        return [], draft
-    wanted = crop_reduction(detections, getattr(backend, "crop_px", None))
-    source_image = draft if wanted >= draft.reduction else decode_reduced(source, max_pixels=max_pixels,
-                                                                          reduction=wanted)
-    scaled = [_in_reduced(d, source_image) for d in detections]
-    return crop_by_region(source_image.image, scaled, backend), source_image
-
-
-def _full_image(source: Path | bytes, decoded: Reduced, max_pixels: int) -> Callable[[], Image.Image]:
-    if decoded.reduction == 1:
-        return lambda: decoded.image
-    return lambda: decode_reduced(source, max_pixels=max_pixels, reduction=1).image
+    return results  # type: ignore[return-value]  # every slot is filled above
 
 
 def crop_by_region(image: Image.Image, detections: Sequence[Detection], backend: FaceBackend) -> list[np.ndarray]:
@@ -221,11 +161,3 @@ def crop_by_region(image: Image.Image, detections: Sequence[Detection], backend:
         region = to_array(image.crop((left, top, max(right, left + 1), max(bottom, top + 1))))
         crops.extend(backend.crop_faces(region, [d.shifted(-left, -top)]))
     return crops
-
-
-def _in_reduced(d: Detection, image: Reduced) -> Detection:
-    if image.reduction == 1:
-        return d
-    f = image.from_full
-    return Detection(box=tuple(f(v) for v in d.box),  # type: ignore[arg-type]
-                     landmarks=tuple((f(x), f(y)) for x, y in d.landmarks), score=d.score)

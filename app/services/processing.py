@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -94,19 +94,14 @@ def bib_rows(photo_id: str, event_id: str, model_id: str, reads: list[bibs.BibRe
     ]
 
 
-def _read_bibs(ctx: ProcessingContext, photo_id: str, full_image: Callable[[], Image.Image],
+def _read_bibs(ctx: ProcessingContext, photo_id: str, image: Image.Image, overview: Image.Image,
                faces: Sequence[Detection]) -> list[bibs.BibRead]:
-    """The photo's bibs, read on it at full resolution after its faces were found: a torso region
-    under each face (a read's `face` indexes them). A fault here is logged loudly and the photo
-    keeps its faces, with no bibs."""
-    try:
-        image = full_image()  # the face crops' own decode when they needed full resolution
-    except Exception:  # it decoded once for the faces: a fault here must not lose them
-        log.exception("decoding photo %s for its bibs failed; it keeps its faces, no bibs", photo_id)
-        return []
+    """The photo's bibs, read on its full-resolution decode after its faces were found: a torso
+    region under each face (a read's `face` indexes them). A fault here is logged loudly and the
+    photo keeps its faces, with no bibs."""
     try:
         return bibs.read_bibs(image, [f.box for f in faces], ctx.bib_reader,
-                              whole_long_side=ctx.settings.bib_whole_long_side)
+                              whole_long_side=ctx.settings.bib_whole_long_side, overview=overview)
     except Exception:  # a reader fault must not lose the photo's faces
         log.exception("reading bibs failed on photo %s; it keeps its faces, no bibs", photo_id)
         return []
@@ -121,15 +116,15 @@ Analysis = PhotoAnalysis | ImageDecodeError
 
 def analyse_batch(files: dict[str, Path], ctx: ProcessingContext,
                   reads: dict[str, list[bibs.BibRead]]) -> dict[str, Analysis | Exception]:
-    """Faces per photo (models/pipeline.py: analyse_files, JPEG drafts), the batch through the
-    networks together; if the batch raises, each photo alone, so one bad image costs only its
-    own result. With a bib reader, each photo's bibs go into `reads` on the way (one full decode
-    serves the face crops and the bibs)."""
+    """Faces per photo (models/pipeline.py: analyse_files), the batch through the networks
+    together; if the batch raises, each photo alone, so one bad image costs only its own result.
+    With a bib reader, each photo's bibs go into `reads` on the way (one full decode serves the
+    face crops and the bibs)."""
     settings = ctx.settings
 
     def analyse(ids: list[str]) -> list[Analysis]:
-        def read_bibs(i: int, full_image: Callable[[], Image.Image], faces: list[Detection]) -> None:
-            reads[ids[i]] = _read_bibs(ctx, ids[i], full_image, faces)
+        def read_bibs(i: int, image: Image.Image, overview: Image.Image, faces: list[Detection]) -> None:
+            reads[ids[i]] = _read_bibs(ctx, ids[i], image, overview, faces)
 
         return analyse_files([files[i] for i in ids], ctx.backend, max_pixels=settings.max_image_pixels,
                              detect_long_side=settings.detect_long_side, min_face_px=settings.min_face_px,
@@ -194,7 +189,7 @@ def process_photos(ctx: ProcessingContext, photo_ids: list[str], *, task_id: str
 
 def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysis: PhotoAnalysis,
                    reads: list[bibs.BibRead], task_id: str) -> str:
-    """Previews from the detection draft, then faces, bib reads, status and matches in one transaction."""
+    """Previews from the detection image, then faces, bib reads, status and matches in one transaction."""
     preview_key = f"events/{event_id}/previews/{photo_id}.jpg"
     thumb_key = f"events/{event_id}/thumbs/{photo_id}.jpg"
     ctx.store.put_bytes(preview_key, render_jpeg(analysis.preview, PREVIEW_LONG_SIDE))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.image import ImageDecodeError, decode_downscaled, decode_image, downscale, render_jpeg
+from models.image import ImageDecodeError, decode_image, detection_image, downscale, render_jpeg
 
 BIG = 10_000_000
 
@@ -120,10 +120,16 @@ def test_downscale_never_upscales_and_reports_factor() -> None:
     assert same is img and factor == 1.0
 
 
-def test_decode_downscaled_uses_draft_but_keeps_the_full_size_factor() -> None:
-    data = encode(Image.new("RGB", (1600, 1200), (10, 20, 30)), "JPEG")
-    small, factor = decode_downscaled(data, max_pixels=BIG, long_side=300)
-    assert small.size == (300, 225) and factor == pytest.approx(1600 / 300)
+def test_detection_image_is_the_photo_shrunk_to_the_long_side_with_the_factor_back() -> None:
+    img = Image.new("RGB", (6000, 4000), (10, 20, 30))
+    img.paste((250, 250, 250), (3000, 2000, 3600, 2400))  # a bright block to find again
+    array, factor = detection_image(img, 1600)
+    assert array.shape == (1067, 1600, 3) and array.dtype == np.uint8 and factor == pytest.approx(6000 / 1600)
+    ys, xs = np.nonzero(array[:, :, 0] > 200)
+    assert xs.min() * factor == pytest.approx(3000, abs=2 * factor) and ys.max() * factor == pytest.approx(2400, abs=2 * factor)
+    small = Image.new("RGB", (1200, 900))
+    array, factor = detection_image(small, 1600)  # never enlarged
+    assert array.shape == (900, 1200, 3) and factor == 1.0
 
 
 def test_render_jpeg_sizes() -> None:

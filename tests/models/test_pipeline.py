@@ -52,7 +52,9 @@ def test_boxes_are_in_original_pixels_and_crops_come_from_full_resolution() -> N
     spy = SpyBackend()
     photo = event_photo((4000, 3000), [((400, 300, 800, 760), 1), ((3000, 2000, 3120, 2130), 2)])
     [faces] = analyse_images([photo], spy, detect_long_side=1000)
-    assert spy.detect_shapes == [(750, 1000, 3)] and spy.crop_shapes == [(3000, 4000, 3)]
+    assert spy.detect_shapes == [(750, 1000, 3)]
+    # one region around each face, cut from the full-resolution photo (the 460 px face fits in it)
+    assert len(spy.crop_shapes) == 2 and max(shape[0] for shape in spy.crop_shapes) >= 460
     boxes = sorted(f.box for f in faces)
     assert boxes[0] == pytest.approx((400, 300, 800, 760), abs=8)
     assert boxes[1] == pytest.approx((3000, 2000, 3120, 2130), abs=8)
@@ -101,11 +103,7 @@ def test_real_detection_at_lower_resolution_maps_back(yunet_sface: YunetSfaceBac
         assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
 
 
-# --- analyse_files: photos on disk, JPEG drafts ---------------------------------------------------
-
-
-class CropSizeSpy(SpyBackend):
-    crop_px = 112  # as YuNet + SFace: crops may come from a reduced decode where faces stay this big
+# --- analyse_files: photos on disk, one full decode each ---------------------------------------
 
 
 def jpeg(tmp_path: Path, name: str, img: Image.Image, **params) -> Path:  # type: ignore[no-untyped-def]
@@ -114,20 +112,28 @@ def jpeg(tmp_path: Path, name: str, img: Image.Image, **params) -> Path:  # type
     return path
 
 
-def test_files_detect_on_a_draft_of_the_detection_size_and_crop_from_it_when_faces_are_large(
-        tmp_path, monkeypatch) -> None:
-    spy = CropSizeSpy()
-    decodes: list[int | None] = []  # the `reduction` asked of each decode; None: the detection draft
-    real_decode = pipeline.decode_reduced
-    monkeypatch.setattr(pipeline, "decode_reduced",
-                        lambda *a, **k: decodes.append(k.get("reduction")) or real_decode(*a, **k))
+def counting_decodes(monkeypatch) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """The size of every image `analyse_files` decodes, in order."""
+    sizes: list[tuple[int, int]] = []
+    real_decode = pipeline.decode_image
+
+    def decode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        image = real_decode(*args, **kwargs)
+        sizes.append(image.size)
+        return image
+
+    monkeypatch.setattr(pipeline, "decode_image", decode)
+    return sizes
+
+
+def test_files_are_decoded_once_and_detected_at_the_detection_size(tmp_path, monkeypatch) -> None:
+    spy = SpyBackend()
+    decodes = counting_decodes(monkeypatch)
     big = jpeg(tmp_path, "big.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1), ((3000, 2000, 3480, 2480), 2)]))
     small = jpeg(tmp_path, "small.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1), ((3000, 2000, 3060, 2060), 2)]))
     big_result, small_result = analyse_files([big, small], spy, max_pixels=10**8, detect_long_side=1600)
-    # the 1/2 draft (2000 px) is shrunk to the 1600 px the detector always saw
-    assert spy.detect_shapes == [(1200, 1600, 3), (1200, 1600, 3)]
-    # 480 px faces: crops straight from the draft (no second decode); a 60 px face needs full resolution
-    assert decodes == [None, None, 1]
+    assert decodes == [(4000, 3000), (4000, 3000)]  # one full decode per photo, nothing more
+    assert spy.detect_shapes == [(1200, 1600, 3), (1200, 1600, 3)]  # 4000 px: reduced 2x, then 1.25x
     # each crop is cut from a region around its face, never from the whole photo
     assert len(spy.crop_shapes) == 4 and max(max(shape[:2]) for shape in spy.crop_shapes) <= 1600
     assert sorted(f.box for f in big_result.faces)[1] == pytest.approx((3000, 2000, 3480, 2480), abs=8)
@@ -188,17 +194,12 @@ def test_crops_from_face_regions_equal_crops_from_the_whole_photo(yunet_sface: Y
     assert compared >= 150  # faces at the edges of the photos included
 
 
-def test_full_image_hook_reuses_the_crops_full_decode(tmp_path, monkeypatch) -> None:
-    decodes: list[int | None] = []
-    real_decode = pipeline.decode_reduced
-    monkeypatch.setattr(pipeline, "decode_reduced",
-                        lambda *a, **k: decodes.append(k.get("reduction")) or real_decode(*a, **k))
+def test_full_image_hook_gets_the_faces_own_decode(tmp_path, monkeypatch) -> None:
+    decodes = counting_decodes(monkeypatch)
     big = jpeg(tmp_path, "big.jpg", event_photo((4000, 3000), [((400, 300, 900, 800), 1)]))
     small = jpeg(tmp_path, "small.jpg", event_photo((4000, 3000), [((3000, 2000, 3060, 2060), 2)]))
-    seen: list[tuple[int, tuple[int, int], int]] = []
-    analyse_files([big, small], CropSizeSpy(), max_pixels=10**8,
-                  use_full_image=lambda i, full, faces: seen.append((i, full().size, len(faces))))
-    assert seen == [(0, (4000, 3000), 1), (1, (4000, 3000), 1)]
-    # big: crops from the draft, so the hook's full image is one more decode; small: the crops'
-    # full decode serves the hook too (no third decode)
-    assert decodes == [None, None, 1, 1]
+    seen: list[tuple[int, tuple[int, int], tuple[int, int], int]] = []
+    analyse_files([big, small], SpyBackend(), max_pixels=10**8,
+                  use_full_image=lambda i, full, overview, faces: seen.append((i, full.size, overview.size, len(faces))))
+    assert seen == [(0, (4000, 3000), (1600, 1200), 1), (1, (4000, 3000), (1600, 1200), 1)]
+    assert len(decodes) == 2  # the bib reader reads on the faces' decode, no second one
