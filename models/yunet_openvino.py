@@ -9,8 +9,8 @@ thread (models/openvino_cpu.py).
 - YuNet runs in fp32: reduced precision moved small-face boxes (fp16 on CUDA: IoU down to 0.88).
   A model compiled for one padded input size runs 20% faster than the any-size one but costs 80
   ms to compile: an event's photos come in two to four sizes, so a size seen `COMPILE_AFTER`
-  times gets its own model (a few are kept); photos of other sizes (phones, crops, selfies) use
-  the any-size model.
+  times gets its own model (models/openvino_cpu.py: ByShape; a few are kept); photos of other
+  sizes (phones, crops, selfies) use the any-size model.
 - SFace runs in bf16 where the CPU computes in it (AMX or AVX-512 BF16; embeddings cosine >= 0.999
   to fp32, tests/models/test_openvino_engine.py), else fp32.
 Outputs are the same arrays OpenCV gives (FaceDetectorYN rows, SFace raw features).
@@ -18,7 +18,6 @@ Outputs are the same arrays OpenCV gives (FaceDetectorYN rows, SFace raw feature
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from models.face_align import CROP_SIZE
 from models.onnx_fold import dequantised_model
-from models.openvino_cpu import infer_request, new_core
+from models.openvino_cpu import ByShape, infer_request, new_core
 from models.yunet_sface import STRIDES, pad_to
 
 COMPILE_AFTER = 3  # photos of one padded size before it gets a model of its own
@@ -49,14 +48,12 @@ class OpenvinoYunet:
     landmarks, score; best first."""
 
     def __init__(self, path: Path, *, score_floor: float, nms_iou: float, top_k: int, shapes_kept: int = 3) -> None:
-        self._core = new_core()
-        self._model = _read(self._core, path)
-        self._output_names = [out.get_any_name() for out in self._model.outputs]  # cls_8 ... kps_32
+        core = new_core()
+        model = _read(core, path)
+        self._output_names = [out.get_any_name() for out in model.outputs]  # cls_8 ... kps_32
         self.score_floor, self.nms_iou, self.top_k = score_floor, nms_iou, top_k
-        self._any_size = self._compile([1, 3, -1, -1])
-        self._compiled: OrderedDict[tuple[int, int], Any] = OrderedDict()
-        self._seen: Counter[tuple[int, int]] = Counter()
-        self._shapes_kept = shapes_kept
+        model.reshape([1, 3, -1, -1])
+        self.by_shape = ByShape(core, model, "f32", compile_after=COMPILE_AFTER, kept=shapes_kept)
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """An RGB uint8 image, padded bottom/right with zeros to a multiple of 32, as OpenCV pads."""
@@ -64,30 +61,10 @@ class OpenvinoYunet:
         padded = (pad_to(height), pad_to(width))
         blob = np.zeros((1, 3, *padded), np.float32)
         blob[0, :, :height, :width] = image[:, :, ::-1].transpose(2, 0, 1)  # YuNet wants BGR, 0..255
-        request = self._request(padded)
+        request = self.by_shape.request(blob.shape)
         request.infer({0: blob})
         outputs = {name: request.get_output_tensor(i).data for i, name in enumerate(self._output_names)}
         return decode(outputs, padded, score_floor=self.score_floor, nms_iou=self.nms_iou, top_k=self.top_k)
-
-    def _request(self, shape: tuple[int, int]) -> Any:
-        request = self._compiled.get(shape)
-        if request is not None:
-            self._compiled.move_to_end(shape)
-            return request
-        if len(self._seen) > 10_000:  # a long-lived process seeing endless sizes
-            self._seen.clear()
-        self._seen[shape] += 1
-        if self._seen[shape] < COMPILE_AFTER:
-            return self._any_size
-        request = self._compiled[shape] = self._compile([1, 3, *shape])
-        while len(self._compiled) > self._shapes_kept:
-            self._compiled.popitem(last=False)
-        return request
-
-    def _compile(self, shape: list[int]) -> Any:
-        model = self._model.clone()
-        model.reshape(shape)
-        return infer_request(self._core, model, "f32")
 
 
 def decode(outputs: dict[str, np.ndarray], padded: tuple[int, int], *, score_floor: float, nms_iou: float,

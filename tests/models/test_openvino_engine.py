@@ -67,7 +67,45 @@ def test_a_size_seen_often_gets_its_own_model_with_the_same_faces(photos: list[n
     detector = backend._detector
     photo = photos[0]
     runs = [backend.detect([photo])[0] for _ in range(COMPILE_AFTER + 1)]
-    assert len(detector._compiled) == 1  # the first runs used the any-size model
+    assert len(detector.by_shape.compiled) == 1  # the first runs used the any-size model
     for faces in runs[1:]:
         assert len(faces) == len(runs[0])
         assert min(best_ious(runs[0], faces), default=1.0) >= 0.999
+
+
+def tiny_network():  # type: ignore[no-untyped-def]
+    """A one-layer ONNX network with any input shape, read by OpenVINO (for ByShape's policy)."""
+    import io
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from models.openvino_cpu import new_core
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    core = new_core()
+    return core, core.read_model(io.BytesIO(model.SerializeToString()))
+
+
+def test_by_shape_compiles_recurring_shapes_once_and_never_thrashes(monkeypatch) -> None:
+    from models import openvino_cpu
+
+    core, model = tiny_network()
+    nets = openvino_cpu.ByShape(core, model, "f32", compile_after=3, kept=2)
+    compiled: list[int] = []  # one entry per compilation from here on
+    real = openvino_cpu.infer_request
+    monkeypatch.setattr(openvino_cpu, "infer_request", lambda *a, **k: compiled.append(1) or real(*a, **k))
+    shapes = [(1, 3, 32, 32), (1, 3, 32, 64), (1, 3, 64, 64)]
+    for _ in range(30):  # three shapes in turn, two places: the third must not evict the others
+        for shape in shapes:
+            request = nets.request(shape)
+            x = np.full(shape, -1.0, np.float32)
+            request.infer({0: x})
+            assert request.get_output_tensor(0).data.shape == shape and request.get_output_tensor(0).data.max() == 0
+    assert len(compiled) == 2 and set(nets.compiled) == set(shapes[:2])
+    for _ in range(200):  # a shape far more common than the rarest compiled one takes its place
+        nets.request((1, 3, 96, 128))
+    assert len(compiled) == 3 and (1, 3, 96, 128) in nets.compiled and len(nets.compiled) == 2
