@@ -106,7 +106,9 @@ def read_bibs(image: Image.Image, face_boxes: Sequence[Sequence[float]], reader:
         scale = FACE_PX / max(box[3] - box[1], 1.0)
         w, h = region[2] - region[0], region[3] - region[1]
         size = (max(int(w * scale), 1), max(int(h * scale), 1))
-        regions.append(np.asarray(image.crop(region).resize(size, Image.BILINEAR)))
+        # straight from the photo (no copy of the region), block-averaged before the bilinear step:
+        # half the time of crop-then-resize, the same reads (bench/bibs.py)
+        regions.append(np.asarray(image.resize(size, Image.BILINEAR, box=region, reducing_gap=2.0)))
         scales.append(scale)
         offsets.append(region[:2])
         # sides that cut through the photo (not its border): a line touching one is cut off
