@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     detect_long_side: int = Field(1600, ge=320, validation_alias=_env("FINISHLINE_DETECT_LONG_SIDE"))
     min_face_px: int = Field(24, ge=8, validation_alias=_env("FINISHLINE_MIN_FACE_PX"))
     embed_batch_size: int = Field(32, ge=1, validation_alias=_env("FINISHLINE_EMBED_BATCH_SIZE"))
-    # photos per worker task: 1 suits CPU workers; ~8 lets a GPU worker batch across photos
+    # photos per worker task: 1 suits CPU workers; ~8 lets a GPU worker embed several photos' faces in one batch
     photos_per_task: int = Field(1, ge=1, le=64, validation_alias=_env("FINISHLINE_PHOTOS_PER_TASK"))
     # bib numbers (models/bibs.py): read them on every photo; the whole-photo pass (for runners
     # whose face is not seen) runs on a copy this long (0: torso regions below faces only)

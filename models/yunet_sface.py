@@ -5,7 +5,7 @@ Three engines run the same weights and give the same faces and vectors (tests/mo
   faster than OpenCV per stage (models/yunet_openvino.py, bench/pipeline.py --steps);
 - "opencv": OpenCV DNN, the reference the other two are tested against; selectable with
   FINISHLINE_FACE_ENGINE=opencv;
-- "torch": the graphs ported to torch (models/yunet_torch.py), batched across photos of one padded
+- "torch": the graphs ported to torch (models/yunet_torch.py), batched across images of one padded
   size, for CUDA. SFace runs in fp16 there (cosine to fp32 >= 0.9999); YuNet stays fp32 because fp16
   moved small-face boxes (IoU down to 0.88 against OpenCV).
 """
