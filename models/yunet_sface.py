@@ -44,8 +44,6 @@ class YunetSfaceBackend:
     model_id = "yunet-2023mar+sface-2021dec"
     embedding_dim = 128
     min_detection_score = 0.6
-    # crops are 112 px: a face box at least this big in a reduced decode loses nothing (models/pipeline.py)
-    crop_px = CROP_SIZE
 
     def __init__(self, device: str = "cpu", batch_size: int = 32, *, engine: str | None = None,
                  half: bool | None = None, weights_root: Path | None = None) -> None:
