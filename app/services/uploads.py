@@ -29,6 +29,7 @@ from app.config import Settings
 from app.db import Photo, PhotoStatus, new_id, utcnow
 from app.db.session import UnitOfWork
 from app.services import photos as photo_service
+from app.services.zip_directory import read_directory
 from app.storage import PhotoStore
 from app.jobs import PROCESS_PHOTO
 
@@ -45,6 +46,18 @@ class UploadLimits:
     max_archive_bytes: int = 16 * 2**30  # total uncompressed bytes read from one zip
     max_archive_entries: int = 50_000
     max_compression_ratio: float = 100.0  # photos barely compress; more than this is a bomb
+
+    # What a zip's central directory may hold before it is opened (zipfile parses all of it at
+    # once). Twice the files that are read, for the folders and the `__MACOSX/._` twin macOS adds
+    # to every file (both skipped), plus room to say how many files were left out; past that
+    # the archive is refused whole. 512 bytes an entry is far more than a name and extras need.
+    @property
+    def max_directory_entries(self) -> int:
+        return 2 * self.max_archive_entries + 1024
+
+    @property
+    def max_directory_bytes(self) -> int:
+        return 512 * self.max_directory_entries
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
@@ -221,6 +234,8 @@ class Uploader:
             staged.discard()
 
     def _add_archive(self, archive_name: str, path: Path) -> None:
+        if not self._directory_fits(archive_name, path):
+            return
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -254,6 +269,24 @@ class Uploader:
                     continue
                 total += member.file_size
                 self._add_archive_member(archive, member, display)
+
+    def _directory_fits(self, archive_name: str, path: Path) -> bool:
+        """Refuse, before zipfile reads it into memory, a central directory past the limits."""
+        directory = read_directory(path)
+        if directory is None:
+            return True  # no end record: zipfile says it is no zip (corrupt_archive)
+        if directory.entries > self.limits.max_directory_entries:
+            self.reject(archive_name, "archive_too_many_files",
+                        f"the archive lists {directory.entries} entries: only the first "
+                        f"{self.limits.max_archive_entries} files of an archive are read, and one listing more "
+                        f"than {self.limits.max_directory_entries} entries is not opened; split it into smaller zips")
+            return False
+        if directory.size > self.limits.max_directory_bytes:
+            self.reject(archive_name, "archive_too_large",
+                        f"the archive's table of contents is {directory.size} bytes, more than the "
+                        f"{self.limits.max_directory_bytes} it may be; it is not opened")
+            return False
+        return True
 
     def _add_archive_member(self, archive: zipfile.ZipFile, member: zipfile.ZipInfo, display: str) -> None:
         try:

@@ -494,3 +494,18 @@ def test_an_upload_whose_piece_is_gone_from_the_store_fails_with_a_reason(app, s
     assert state["status"] == "failed", state
     assert "upload the file again" in state["result"]["error"] and state["result"]["photos"] == []
     assert app.state.sender.sent.count((ASSEMBLE_UPLOAD, (upload_id, event_id))) == 1  # not queued again
+
+
+def test_an_assembled_zip_listing_too_many_entries_is_refused_unopened(app, signed_in):
+    """The worker's assembly shares the Uploader: the zip's end record refuses it before zipfile
+    would read its whole central directory into memory."""
+    from tests import hostile
+    from worker.tasks import run_assembly
+
+    settings = app.state.settings.model_copy(update={"max_archive_entries": 10})
+    event_id = new_event(signed_in)
+    upload_id = _uploaded(signed_in, event_id, hostile.many_entries_zip(2000), "tiny-files.zip")
+    report = run_assembly(settings, app.state.make_session, app.state.store, RecordingSender(), upload_id, event_id)
+    assert report["photos"] == []
+    assert [(r["filename"], r["code"]) for r in report["rejected"]] == [("tiny-files.zip", "archive_too_many_files")]
+    assert signed_in.get(f"/dashboard/events/{event_id}/uploads/{upload_id}").json()["status"] == "done"
