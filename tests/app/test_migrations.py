@@ -111,3 +111,13 @@ def test_runner_changed_version_migration_goes_down_and_up_again(tmp_path):
     assert "changed_version" not in {c["name"] for c in inspect(engine).get_columns("runners")}
     engine.dispose()
     _check(url)
+
+
+def test_upload_attempts_migration_goes_down_and_up_again(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade_to_head(url)
+    command.downgrade(alembic_config(url), "0012")
+    engine = create_engine(url)
+    assert "attempts" not in {c["name"] for c in inspect(engine).get_columns("upload_sessions")}
+    engine.dispose()
+    _check(url)
