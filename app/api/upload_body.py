@@ -27,6 +27,7 @@ from app.services.uploads import StagedFile
 FIELD = "files"
 MAX_FIELDS = 100  # plain (non-file) fields, which are ignored; what request.form(max_fields=100) allowed
 MAX_FIELD_BYTES = 1 << 20  # each, as Starlette's form parser allows
+MAX_HEADER_BYTES = 64 << 10  # a part's header line: python-multipart 0.0.18, our floor, has no bound of its own
 FEED_BYTES = 256 << 10  # the body is parsed (and written to disk) in the thread pool, this much per hop
 
 
@@ -57,9 +58,15 @@ class _Parts:
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
+        self._check_header()
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        self._check_header()
+
+    def _check_header(self) -> None:
+        if len(self._header_name) + len(self._header_value) > MAX_HEADER_BYTES:
+            raise malformed(f"A part's header is longer than {MAX_HEADER_BYTES} bytes.")
 
     def on_header_end(self) -> None:
         if self._header_name.lower() == b"content-disposition":
