@@ -184,6 +184,12 @@ def many_entries_zip(count: int) -> bytes:
     return make_zip({f"f{n}.jpg": b"\xff\xd8\xff" for n in range(count)}, compression=zipfile.ZIP_STORED)
 
 
+def long_names_zip(count: int, name_length: int = 60_000) -> bytes:
+    """Few entries, each named by tens of KB: a central directory far larger than its entry count needs."""
+    return make_zip({f"{n}-" + "x" * name_length + ".jpg": b"\xff\xd8\xff" for n in range(count)},
+                    compression=zipfile.ZIP_STORED)
+
+
 def half_compressible(size: int, seed: int = 0) -> bytes:
     """`size` bytes behind a JPEG magic that deflate halves (16 symbols): a zip of these expands
     to about twice its own size, far below any bomb ratio."""

@@ -132,7 +132,7 @@ def assemble_upload_task(self, upload_id: str, event_id: str) -> int:
     ctx = get_context(self.app.finishline_settings)
     report = run_assembly(ctx.settings, ctx.make_session, ctx.store, _sender(self), upload_id, event_id)
     if report is None:
-        log.info("upload %s: nothing to assemble (done already, or deleted)", upload_id)
+        log.info("upload %s: nothing assembled (done already, deleted, or this try failed)", upload_id)
         return 0
     log.info("upload %s: %d photos, %d rejected", upload_id, len(report["photos"]), len(report["rejected"]))
     return len(report["photos"])

@@ -4,14 +4,14 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
 
+from app.api import upload_body
 from app.api.deps import CallerDep, SettingsDep, StoreDep, UoW, UowFactory
 from app.api.health import check_broker
 from app.api.openapi import api_errors
 from app.auth import Caller
 from app.db import BibRead, Face, Photo
-from app.errors import AppError, PayloadTooLarge, Unprocessable
+from app.errors import Unprocessable
 from app.schemas.photo import BibOut, FaceOut, PhotoOut, PhotoPage, RejectedOut, UploadedPhotoOut, UploadOut
 from app.services import access
 from app.services import photos as photo_service
@@ -42,18 +42,6 @@ def photo_out(photo: Photo, faces: list[Face], reads: list[BibRead]) -> PhotoOut
     )
 
 
-async def _read_form(request: Request, max_files: int) -> FormData:
-    try:
-        return await request.form(max_files=max_files, max_fields=100)
-    except AppError:
-        raise
-    except Exception as exc:  # starlette reports too many files / broken multipart this way
-        detail = getattr(exc, "detail", None) or str(exc) or "malformed multipart body"
-        if "Too many files" in detail:
-            raise PayloadTooLarge(f"{detail} (at most {max_files} per request)", code="too_many_files") from exc
-        raise Unprocessable(detail, code="malformed_upload") from exc
-
-
 def _check_event(open_uow: UowFactory, caller: Caller, event_id: str) -> None:
     with open_uow() as uow:
         access.get_event(uow, caller, event_id)
@@ -72,18 +60,21 @@ async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
     # whose task cannot be sent. If it dies mid-upload, the photos already stored stay `pending`
     # and the sweeper queues them once it is back (README: "Limits and failure handling").
     await run_in_threadpool(check_broker, request.app.state.celery)
-    form = await _read_form(request, settings.max_files_per_request)
+    uploader = Uploader(open_uow, store, settings.data_dir / "tmp", upload_limits(settings), event_id,
+                        photos_per_task=settings.photos_per_task)
+    # every file is staged (once, as it streams in) before the first one is processed, so a body
+    # that turns out broken or with too many files stores nothing
+    files = await upload_body.read_files(request.headers.get("content-type", ""), request.stream(),
+                                         uploader.new_file, max_files=settings.max_files_per_request)
     try:
-        files = [value for value in form.getlist("files") if isinstance(value, UploadFile)]
         if not files:
             raise Unprocessable("Send one or more files in the multipart field `files`.", code="no_files")
-        uploader = Uploader(open_uow, store, settings.data_dir / "tmp", upload_limits(settings), event_id,
-                            photos_per_task=settings.photos_per_task)
-        for upload in files:
-            await run_in_threadpool(uploader.add_file, upload.filename or "unnamed", upload.file)
+        for filename, staged in files:
+            await run_in_threadpool(uploader.add_staged, filename, staged)
         await run_in_threadpool(uploader.finish)
     finally:
-        await form.close()
+        for _, staged in files:  # those not reached when something failed
+            staged.discard()
     return UploadOut(
         photos=[UploadedPhotoOut(**p.__dict__) for p in uploader.report.photos],
         rejected=[RejectedOut(**r.__dict__) for r in uploader.report.rejected],

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, utcnow
@@ -25,5 +25,6 @@ class UploadSession(IdMixin, Base):
     chunks: Mapped[list] = mapped_column(JSON, default=list)  # [offset, ...] in order
     status: Mapped[str] = mapped_column(String(20), default="receiving")  # receiving | complete | assembling | done | failed
     result: Mapped[dict | None] = mapped_column(JSON)  # the upload report once done
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # assemblies started
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

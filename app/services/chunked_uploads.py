@@ -12,10 +12,12 @@
 Pieces live in the store, not on one API machine's disk, so any instance takes the next piece and
 any worker assembles them. An assembly whose worker died (or whose message was lost) is queued
 again once `assembling` has not moved for STALE_FINISH: by the sweeper, or by the page's next poll.
+So is one that failed (the store raising); after MAX_ASSEMBLY_ATTEMPTS tries it ends `failed`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -33,8 +35,14 @@ from app.jobs import ASSEMBLE_UPLOAD
 from app.services.uploads import Uploader, UploadLimits
 from app.storage import PhotoStore
 
+log = logging.getLogger(__name__)
 MAX_CHUNK_BYTES = 32 * 2**20
 MISSING_PIECE = "Part of this upload is missing from storage, so it cannot be put together: upload the file again."
+# Each start of an assembly counts (the first, then each re-queue of a stale one), so one whose
+# store keeps failing, or that kills its worker, ends `failed` instead of being tried for ever.
+MAX_ASSEMBLY_ATTEMPTS = 3
+GAVE_UP = ("This upload could not be put together: it failed {attempts} times (storage or the worker kept "
+           "failing). Please upload the file again.")
 # an assembly that died with its worker may be taken over after this long; a running one
 # refreshes `updated_at` every HEARTBEAT, so however large the file, it never looks stale
 STALE_FINISH = timedelta(minutes=15)
@@ -172,22 +180,38 @@ def assemble(open_uow: Callable[[], AbstractContextManager[UnitOfWork]], store: 
 
     Opens its own units of work (the Uploader commits photo by photo). Safe to repeat: an upload
     that is not `assembling` (done already, or its event deleted) is left alone (None), and after
-    a crash mid-way the photos already stored are recognised by their bytes.
+    a crash mid-way the photos already stored are recognised by their bytes. A try that fails is
+    left `assembling` (None) for the sweeper to queue again once stale, STALE_FINISH later; the
+    last of MAX_ASSEMBLY_ATTEMPTS ends it `failed`.
     """
     with open_uow() as uow:
         upload = uow.session.get(UploadSession, upload_id)
         if upload is None or upload.event_id != event_id or upload.status != "assembling":
             return None
+        upload.attempts += 1  # committed before the work, so a try that dies with its worker counts
+        attempt = upload.attempts
         beat = _Heartbeat(open_uow, upload_id)
         filename, pieces = upload.filename, _Pieces(store, upload, beat)
         keys = list(pieces.keys)
     uploader = Uploader(beat.opening(open_uow), store, staging_dir, limits, event_id,
                         photos_per_task=photos_per_task)
     status, error = "done", None
-    try:
-        uploader.add_file(filename, pieces)
-    except FileNotFoundError:  # a piece is gone from the store: no retry brings it back
-        status, error = "failed", MISSING_PIECE
+    if attempt > MAX_ASSEMBLY_ATTEMPTS:  # the last tries died with their worker: this file may kill it
+        status, error = "failed", GAVE_UP.format(attempts=attempt - 1)
+    else:
+        try:
+            uploader.add_file(filename, pieces)
+        except FileNotFoundError:  # a piece is gone from the store: no retry brings it back
+            status, error = "failed", MISSING_PIECE
+        except Exception as exc:  # the store or the database failing: maybe not next time
+            if attempt < MAX_ASSEMBLY_ATTEMPTS:
+                log.warning("upload %s: try %d of %d failed (%r); the sweeper queues it again",
+                            upload_id, attempt, MAX_ASSEMBLY_ATTEMPTS, exc)
+                uploader.finish()  # the photos stored before it are processed meanwhile
+                return None
+            log.error("upload %s: try %d of %d failed (%r); giving up", upload_id, attempt,
+                      MAX_ASSEMBLY_ATTEMPTS, exc)
+            status, error = "failed", GAVE_UP.format(attempts=attempt)
     uploader.finish()
     report = {"photos": [asdict(p) for p in uploader.report.photos],
               "rejected": [asdict(r) for r in uploader.report.rejected]}

@@ -1,9 +1,10 @@
 """Uploads: every file either becomes a photo or a `rejected` entry with a reason.
 
-Files are streamed to a staging file while being hashed, so neither a 40 MB photo nor a 2 GB
-zip is ever held in memory whole. Zips are expanded here, one member at a time, with limits on
-sizes and compression ratio (zip bombs); member names are only ever displayed, never used as
-paths (zip-slip). Each new photo is queued for the worker once the transaction commits.
+Files are written to a staging file as their bytes arrive, hashed on the way (`StagedFile`; the
+API's multipart parts go straight in, app/api/upload_body.py), so neither a 40 MB photo nor a
+2 GB zip is ever held in memory whole, nor copied to disk twice. Zips are expanded here, one
+member at a time, with limits on sizes and compression ratio (zip bombs); member names are only
+ever displayed, never used as paths (zip-slip). Each new photo is queued for the worker once the transaction commits.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.config import Settings
 from app.db import Photo, PhotoStatus, new_id, utcnow
 from app.db.session import UnitOfWork
 from app.services import photos as photo_service
+from app.services.zip_directory import read_directory
 from app.storage import PhotoStore
 from app.jobs import PROCESS_PHOTO
 
@@ -44,6 +46,18 @@ class UploadLimits:
     max_archive_bytes: int = 16 * 2**30  # total uncompressed bytes read from one zip
     max_archive_entries: int = 50_000
     max_compression_ratio: float = 100.0  # photos barely compress; more than this is a bomb
+
+    # What a zip's central directory may hold before it is opened (zipfile parses all of it at
+    # once). Twice the files that are read, for the folders and the `__MACOSX/._` twin macOS adds
+    # to every file (both skipped), plus room to say how many files were left out; past that
+    # the archive is refused whole. 512 bytes an entry is far more than a name and extras need.
+    @property
+    def max_directory_entries(self) -> int:
+        return 2 * self.max_archive_entries + 1024
+
+    @property
+    def max_directory_bytes(self) -> int:
+        return 512 * self.max_directory_entries
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
@@ -75,20 +89,6 @@ class UploadReport:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-class _TooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"larger than {limit} bytes")
-        self.limit = limit
-
-
-@dataclass(frozen=True)
-class _Staged:
-    path: Path
-    sha256: str
-    size: int
-    kind: str | None
-
-
 def clean_filename(name: str) -> str:
     """A display name (never used as a path): printable, no empty/`.`/`..` parts, bounded length.
 
@@ -107,28 +107,62 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _stage(stream: BinaryIO, staging_dir: Path, max_bytes: int, max_zip_bytes: int | None = None) -> _Staged:
-    """Copy `stream` to a new staging file, hashing it; raises _TooLarge past `max_bytes`, or past
-    `max_zip_bytes` once the first bytes show a zip (so a 5 GB "photo" stops at the photo limit)."""
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
-    digest, size, head = hashlib.sha256(), 0, b""
+class StagedFile:
+    """One file written to the staging dir as its bytes arrive, hashed on the way.
+
+    Past `max_bytes` (or `max_zip_bytes`, once the first bytes show a zip, so a 5 GB "photo" stops
+    at the photo limit) what was written is dropped and later bytes are ignored: `too_large` is
+    then the limit it broke, so a file never takes more disk than it may. `close()` once the last
+    byte is in; `discard()` (repeatable) removes the file.
+    """
+
+    def __init__(self, staging_dir: Path, max_bytes: int, max_zip_bytes: int | None = None) -> None:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
+        self.path, self._out = Path(name), os.fdopen(fd, "wb")
+        self._max_bytes, self._max_zip_bytes = max_bytes, max_zip_bytes
+        self._digest, self._head = hashlib.sha256(), b""
+        self.size, self.sha256 = 0, ""  # the digest once closed
+        self.too_large: int | None = None
+
+    @property
+    def kind(self) -> str | None:
+        return sniff(self._head)
+
+    def write(self, chunk: bytes) -> None:
+        if self.too_large is not None or not chunk:
+            return
+        if len(self._head) < 16:
+            self._head += chunk[:16 - len(self._head)]
+            if self._max_zip_bytes is not None and len(self._head) >= 4 and sniff(self._head) == "zip":
+                self._max_bytes, self._max_zip_bytes = self._max_zip_bytes, None
+        self.size += len(chunk)
+        if self.size > self._max_bytes:
+            self.too_large = self._max_bytes
+            self.discard()
+            return
+        self._digest.update(chunk)
+        self._out.write(chunk)
+
+    def close(self) -> None:
+        self._out.close()
+        self.sha256 = self._digest.hexdigest()
+
+    def discard(self) -> None:
+        self._out.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _stage(stream: BinaryIO, staged: StagedFile) -> StagedFile:
+    """Copy `stream` into `staged` until its end or the file's limit (a bomb is not read further)."""
     try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(CHUNK):
-                if len(head) < 16:
-                    head += chunk[:16]
-                    if max_zip_bytes is not None and len(head) >= 4 and sniff(head) == "zip":
-                        max_bytes, max_zip_bytes = max_zip_bytes, None
-                size += len(chunk)
-                if size > max_bytes:
-                    raise _TooLarge(max_bytes)
-                digest.update(chunk)
-                out.write(chunk)
+        while staged.too_large is None and (chunk := stream.read(CHUNK)):
+            staged.write(chunk)
+        staged.close()
     except BaseException:
-        os.unlink(name)
+        staged.discard()
         raise
-    return _Staged(Path(name), digest.hexdigest(), size, sniff(head))
+    return staged
 
 
 def _image_header(path: Path, kind: str) -> tuple[int, int]:
@@ -171,24 +205,37 @@ class Uploader:
     def reject(self, filename: str, code: str, detail: str) -> None:
         self.report.rejected.append(Rejection(filename, code, detail))
 
+    def new_file(self) -> StagedFile:
+        """A staging file with the limits of one uploaded file: a photo is bounded by
+        max_file_bytes; a zip may be as large as it may expand to."""
+        return StagedFile(self.staging_dir, self.limits.max_file_bytes,
+                          max_zip_bytes=max(self.limits.max_file_bytes, self.limits.max_archive_bytes))
+
     def add_file(self, filename: str, stream: BinaryIO) -> None:
-        display = clean_filename(filename)
-        # a photo is bounded by max_file_bytes; a zip may be as large as it may expand to
+        """The file `stream` reads (to its end): staged here, then as `add_staged`."""
+        self.add_staged(filename, _stage(stream, self.new_file()))
+
+    def add_staged(self, filename: str, staged: StagedFile) -> None:
+        """A file the caller wrote into `new_file()` and closed (the API streams parts into it);
+        its staging file is removed once it is a photo or a rejection."""
+        self._add(clean_filename(filename), staged, in_archive=False)
+
+    def _add(self, display: str, staged: StagedFile, *, in_archive: bool) -> None:
         try:
-            staged = _stage(stream, self.staging_dir, self.limits.max_file_bytes,
-                            max_zip_bytes=max(self.limits.max_file_bytes, self.limits.max_archive_bytes))
-        except _TooLarge as exc:
-            self.reject(display, "file_too_large", str(exc))
-            return
-        try:
-            if staged.kind == "zip":
+            if staged.too_large is not None:
+                self.reject(display, "file_too_large", f"larger than {staged.too_large} bytes")
+            elif staged.kind == "zip" and in_archive:
+                self.reject(display, "nested_archive", "zips inside zips are not expanded")
+            elif staged.kind == "zip":
                 self._add_archive(display, staged.path)
             else:
                 self._add_staged_image(display, staged)
         finally:
-            staged.path.unlink(missing_ok=True)
+            staged.discard()
 
     def _add_archive(self, archive_name: str, path: Path) -> None:
+        if not self._directory_fits(archive_name, path):
+            return
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -223,25 +270,34 @@ class Uploader:
                 total += member.file_size
                 self._add_archive_member(archive, member, display)
 
+    def _directory_fits(self, archive_name: str, path: Path) -> bool:
+        """Refuse, before zipfile reads it into memory, a central directory past the limits."""
+        directory = read_directory(path)
+        if directory is None:
+            return True  # no end record: zipfile says it is no zip (corrupt_archive)
+        if directory.entries > self.limits.max_directory_entries:
+            self.reject(archive_name, "archive_too_many_files",
+                        f"the archive lists {directory.entries} entries: only the first "
+                        f"{self.limits.max_archive_entries} files of an archive are read, and one listing more "
+                        f"than {self.limits.max_directory_entries} entries is not opened; split it into smaller zips")
+            return False
+        if directory.size > self.limits.max_directory_bytes:
+            self.reject(archive_name, "archive_too_large",
+                        f"the archive's table of contents is {directory.size} bytes, more than the "
+                        f"{self.limits.max_directory_bytes} it may be; it is not opened")
+            return False
+        return True
+
     def _add_archive_member(self, archive: zipfile.ZipFile, member: zipfile.ZipInfo, display: str) -> None:
         try:
             with archive.open(member) as stream:
-                staged = _stage(stream, self.staging_dir, self.limits.max_file_bytes)
-        except _TooLarge as exc:
-            self.reject(display, "file_too_large", str(exc))
-            return
+                staged = _stage(stream, StagedFile(self.staging_dir, self.limits.max_file_bytes))
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
             self.reject(display, "corrupt_archive_entry", f"could not be extracted: {exc}")
             return
-        try:
-            if staged.kind == "zip":
-                self.reject(display, "nested_archive", "zips inside zips are not expanded")
-            else:
-                self._add_staged_image(display, staged)
-        finally:
-            staged.path.unlink(missing_ok=True)
+        self._add(display, staged, in_archive=True)
 
-    def _add_staged_image(self, display: str, staged: _Staged) -> None:
+    def _add_staged_image(self, display: str, staged: StagedFile) -> None:
         if staged.size == 0:
             self.reject(display, "empty_file", "the file is empty")
             return
@@ -269,7 +325,7 @@ class Uploader:
             return
         self._save_photo(display, staged)
 
-    def _save_photo(self, display: str, staged: _Staged) -> None:
+    def _save_photo(self, display: str, staged: StagedFile) -> None:
         try:
             with self.open_uow() as uow:
                 result = self._insert_photo(uow, display, staged)
@@ -281,7 +337,7 @@ class Uploader:
         if len(self._unsent) >= self.photos_per_task:
             self.finish()
 
-    def _insert_photo(self, uow: UnitOfWork, display: str, staged: _Staged) -> UploadedPhoto:
+    def _insert_photo(self, uow: UnitOfWork, display: str, staged: StagedFile) -> UploadedPhoto:
         existing = _find_duplicate(uow, self.event_id, staged.sha256)
         if existing is None:
             photo = Photo(id=new_id(), event_id=self.event_id, filename=display, sha256=staged.sha256,

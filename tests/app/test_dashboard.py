@@ -494,3 +494,102 @@ def test_an_upload_whose_piece_is_gone_from_the_store_fails_with_a_reason(app, s
     assert state["status"] == "failed", state
     assert "upload the file again" in state["result"]["error"] and state["result"]["photos"] == []
     assert app.state.sender.sent.count((ASSEMBLE_UPLOAD, (upload_id, event_id))) == 1  # not queued again
+
+
+def test_an_assembled_zip_listing_too_many_entries_is_refused_unopened(app, signed_in):
+    """The worker's assembly shares the Uploader: the zip's end record refuses it before zipfile
+    would read its whole central directory into memory."""
+    from tests import hostile
+    from worker.tasks import run_assembly
+
+    settings = app.state.settings.model_copy(update={"max_archive_entries": 10})
+    event_id = new_event(signed_in)
+    upload_id = _uploaded(signed_in, event_id, hostile.many_entries_zip(2000), "tiny-files.zip")
+    report = run_assembly(settings, app.state.make_session, app.state.store, RecordingSender(), upload_id, event_id)
+    assert report["photos"] == []
+    assert [(r["filename"], r["code"]) for r in report["rejected"]] == [("tiny-files.zip", "archive_too_many_files")]
+    assert signed_in.get(f"/dashboard/events/{event_id}/uploads/{upload_id}").json()["status"] == "done"
+
+
+class _UnreadableStore:
+    """The app's photo store, except that reading a file back always fails (credentials revoked,
+    a bucket gone): no retry helps, yet it is no missing piece either."""
+
+    def __init__(self, store, error: BaseException) -> None:
+        self._store, self._error = store, error
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def open(self, key: str):
+        raise self._error
+
+
+def _assemble_until_settled(app, signed_in, store, upload_id: str, event_id: str) -> list[str]:
+    """Run the assembly as the worker would, each time the sweeper queues it again; the upload's
+    status after each try. Stops once it is no longer `assembling` (or after far too many tries)."""
+    from datetime import timedelta
+
+    from app.db.session import unit_of_work
+    from app.services import chunked_uploads
+    from worker.tasks import run_assembly
+
+    statuses = []
+    for _ in range(10):
+        try:
+            run_assembly(app.state.settings, app.state.make_session, store, RecordingSender(), upload_id, event_id)
+        except _WorkerDied:
+            pass
+        statuses.append(signed_in.get(f"/dashboard/events/{event_id}/uploads/{upload_id}").json()["status"])
+        if statuses[-1] != "assembling":
+            break
+        _age(app, upload_id, chunked_uploads.STALE_FINISH + timedelta(minutes=1))
+        with unit_of_work(app.state.make_session, RecordingSender()) as uow:
+            assert chunked_uploads.sweep_stale_assemblies(uow) == [upload_id]
+    return statuses
+
+
+class _WorkerDied(BaseException):
+    """Stands in for the worker process dying mid-assembly (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("error", [OSError("the store is unreachable"), _WorkerDied()], ids=["store-raises", "worker-dies"])
+def test_an_upload_whose_store_keeps_failing_ends_failed_after_its_attempts(app, signed_in, error):
+    """Not `assembling` for ever (the task retried, then the sweeper queued it again every
+    STALE_FINISH): after MAX_ASSEMBLY_ATTEMPTS tries it is `failed` with what to do."""
+    from datetime import timedelta
+
+    from app.db.session import unit_of_work
+    from app.services.chunked_uploads import MAX_ASSEMBLY_ATTEMPTS, STALE_FINISH, sweep_stale_assemblies
+
+    event_id = new_event(signed_in)
+    upload_id = _uploaded(signed_in, event_id, noise_jpeg(seed=12, size=(400, 300)))
+    store = _UnreadableStore(app.state.store, error)
+    statuses = _assemble_until_settled(app, signed_in, store, upload_id, event_id)
+    tries = MAX_ASSEMBLY_ATTEMPTS if isinstance(error, OSError) else MAX_ASSEMBLY_ATTEMPTS + 1
+    assert statuses == ["assembling"] * (tries - 1) + ["failed"]
+    state = signed_in.get(f"/dashboard/events/{event_id}/uploads/{upload_id}").json()
+    assert "upload the file again" in state["result"]["error"] and state["result"]["photos"] == []
+    assert not app.state.store.exists(f"events/{event_id}/uploads/{upload_id}/{0:015d}")  # pieces dropped
+    _age(app, upload_id, STALE_FINISH + timedelta(minutes=1))
+    with unit_of_work(app.state.make_session, RecordingSender()) as uow:
+        assert sweep_stale_assemblies(uow) == []  # never queued again
+
+
+def test_an_assembly_that_fails_once_succeeds_on_the_next_try(app, signed_in):
+    event_id = new_event(signed_in)
+    upload_id = _uploaded(signed_in, event_id, noise_jpeg(seed=13, size=(400, 300)))
+    real = app.state.store
+
+    class FlakyStore(_UnreadableStore):
+        def open(self, key: str):
+            if not failed:
+                failed.append(key)
+                raise OSError("a blip")
+            return real.open(key)
+
+    failed: list[str] = []
+    statuses = _assemble_until_settled(app, signed_in, FlakyStore(real, OSError()), upload_id, event_id)
+    assert statuses == ["assembling", "done"]
+    assert len(signed_in.get(f"/dashboard/events/{event_id}/uploads/{upload_id}").json()["result"]["photos"]) == 1
+

@@ -8,6 +8,7 @@ tests stay fast; the defaults are in app/config.py.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,45 @@ def test_zip_bombs_are_refused_before_inflating(api, event_id, limited):
     assert list(many.values()).count("archive_too_many_files") == 1  # one entry for all the rest
     assert len(many) == 101  # the first 100 were read (3-byte "JPEGs": not images), then one for the rest
     assert files_under(limited.data_dir / "tmp") == set()
+
+
+def test_a_zip_listing_far_more_entries_than_are_read_is_refused_unopened(api, event_id, limited, monkeypatch):
+    """zipfile would parse its whole central directory first (millions of tiny entries: out of
+    memory); the end record's count refuses it whole, as one entry, before that."""
+    from app.services import uploads
+
+    count = 3 * limited.max_archive_entries + 1024
+    tiny_files, long_names = hostile.many_entries_zip(count), hostile.long_names_zip(12)
+    opened, real_zipfile = [], zipfile.ZipFile
+    monkeypatch.setattr(uploads.zipfile, "ZipFile", lambda *a, **k: opened.append(a) or real_zipfile(*a, **k))
+    response = api.post(f"/api/v1/events/{event_id}/photos",
+                        files=[("files", ("tiny-files.zip", tiny_files)), ("files", ("long-names.zip", long_names))])
+    assert response.status_code == 202, response.text
+    assert response.json()["photos"] == [] and opened == []
+    rejected = response.json()["rejected"]
+    assert [(r["filename"], r["code"]) for r in rejected] == [
+        ("tiny-files.zip", "archive_too_many_files"), ("long-names.zip", "archive_too_large")]
+    assert str(count) in rejected[0]["detail"] and str(limited.max_archive_entries) in rejected[0]["detail"]
+
+
+def test_the_directory_check_reads_what_zipfile_reads(tmp_path):
+    """Plain and zip64 end records (zipfile writes zip64 past 65535 entries), an archive comment,
+    and a file that is no zip at all."""
+    from app.services.zip_directory import read_directory
+
+    for name, count, comment in (("plain.zip", 10, b""), ("comment.zip", 3, b"c" * 1000), ("zip64.zip", 70_000, b"")):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+            archive.comment = comment
+            for n in range(count):
+                archive.writestr(f"{n}", b"")
+        with zipfile.ZipFile(path) as archive:
+            size = sum(46 + len(info.filename.encode()) + len(info.extra) + len(info.comment)
+                       for info in archive.infolist())
+        directory = read_directory(path)
+        assert (directory.entries, directory.size) == (count, size), name
+    (tmp_path / "not.zip").write_bytes(b"PK\x03\x04" + bytes(100))
+    assert read_directory(tmp_path / "not.zip") is None
 
 
 def test_a_zip_may_not_expand_past_the_archive_limit(api, event_id):

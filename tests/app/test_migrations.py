@@ -103,11 +103,13 @@ def test_upgrade_from_0004_keeps_events_and_keys_on_postgres(postgres_url):
         admin.dispose()
 
 
-def test_runner_changed_version_migration_goes_down_and_up_again(tmp_path):
+@pytest.mark.parametrize("down_to, table, column", [("0011", "runners", "changed_version"),
+                                                   ("0012", "upload_sessions", "attempts")])
+def test_a_column_migration_goes_down_and_up_again(tmp_path, down_to, table, column):
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade_to_head(url)
-    command.downgrade(alembic_config(url), "0011")
+    command.downgrade(alembic_config(url), down_to)
     engine = create_engine(url)
-    assert "changed_version" not in {c["name"] for c in inspect(engine).get_columns("runners")}
+    assert column not in {c["name"] for c in inspect(engine).get_columns(table)}
     engine.dispose()
     _check(url)
