@@ -155,7 +155,7 @@ def steps(paths: list[Path]) -> None:
         del image
         # new: one full decode feeds every stage (models/pipeline.py: analyse_files)
         image = new.run("decode (full)", decode_image, path, max_pixels=MAX_PIXELS)
-        shrunk = new.run("shrink to 1600 px (reduce + area)", detection_image, image, DETECT_LONG_SIDE)
+        shrunk = new.run("shrink to 1600 px (block reduce + bilinear)", detection_image, image, DETECT_LONG_SIDE)
         found = new.run("detect (openvino fp32)", detect_shrunk, [image.size], [shrunk], default, min_face_px=24)[0]
         crops = new.run("crop (face regions)", crop_by_region, image, found, default)
         preview = Image.fromarray(shrunk[0])  # the detector's image is the preview's size
