@@ -140,6 +140,11 @@ def steps(paths: list[Path]) -> None:
             crops = backend.crop_faces(to_array(warm), detect_faces([warm], backend)[0])
         for n in range(1, 33):
             backend.embed((crops * n)[:n])
+    # and the bib detector for the shapes that recur (torso regions, the whole-photo pass)
+    warm_faces = [d.box for d in detect_faces([warm], default)[0]]
+    warm_overview = Image.fromarray(detection_image(warm, DETECT_LONG_SIDE)[0])
+    for _ in range(3):
+        bibs.read_bibs(warm, warm_faces, reader, overview=warm_overview)
     old, new = Clock(), Clock()
     old_faces, new_faces, old_vecs, new_vecs = [], [], [], []
     for path in paths:
