@@ -515,19 +515,23 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
     _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
 
 
-def photo_deleted(uow: UnitOfWork, event_id: str, photo_id: str, delete: Callable[[], None]) -> None:
-    """Run `delete` (which removes the photo and, by cascade, its faces, bib reads and matches);
-    around it, move the bib links that were on the photo.
+def photo_faces_replaced(uow: UnitOfWork, event_id: str, photo_id: str, replace: Callable[[], None]) -> None:
+    """Run `replace`, which removes the photo's faces, bib reads and matches (deleting the photo,
+    by cascade, or reprocessing it, which writes new ones); around it, move the bib links that
+    were on them.
 
     A selfie-less runner is matched by the largest face their bib was read on: when that face is
     in this photo, their row of the runner matrix changes (`runners_changed`, so every worker's
-    cache reads it again) and their photos are matched again with the next face, or none.
-    Other photos' matches never depend on this photo's faces.
+    cache reads it again) and their photos are matched again with the next face (a new face of
+    this photo, when it is reprocessed and the bib is read again), or none. Other photos'
+    matches never depend on this photo's faces.
     """
     moved = [runner_id for runner_id in bib_matching.bib_runners_of_photo(uow, event_id, photo_id)
              if bib_matching.linked_photo(uow, event_id, runner_id) == photo_id]
     event = runners_changed(uow, event_id) if moved else None
-    delete()
+    replace()
+    if moved:
+        uow.session.flush()  # the new faces and reads, for the runners' next link
     for runner_id in moved:
         _rematch_runner_photos(uow, event, runner_id)  # type: ignore[arg-type]
 

@@ -72,7 +72,7 @@ def delete_photo(uow: UnitOfWork, store: PhotoStore, photo: Photo) -> None:
     """The photo, its faces and matches (database cascade), then its files once committed.
 
     Other photos are matched again only for a start-list runner whose bib link (the face standing
-    in for their selfie) was on this photo (`matching.photo_deleted`).
+    in for their selfie) was on this photo (`matching.photo_faces_replaced`).
     """
     keys = [k for k in (photo.storage_key, photo.preview_key, photo.thumb_key) if k]
 
@@ -81,7 +81,7 @@ def delete_photo(uow: UnitOfWork, store: PhotoStore, photo: Photo) -> None:
         uow.session.flush()
         uow.session.expire_all()
 
-    matching.photo_deleted(uow, photo.event_id, photo.id, remove_rows)
+    matching.photo_faces_replaced(uow, photo.event_id, photo.id, remove_rows)
 
     def remove_files() -> None:
         for key in keys:

@@ -205,14 +205,24 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
                 ctx.store.delete(thumb_key)
                 return "deleted"
             return "lost_claim"  # our claim went stale and another task took over
-        if photo.face_count:  # reprocessed: its old faces and their matches go; the event's lock
-            matching.share_event(uow, event_id)  # first, the order every writer keeps (review C5)
         face_list = face_rows(photo_id, event_id, ctx.backend.model_id, analysis.faces)
-        photo_service.replace_faces(uow, photo, face_list)
-        if ctx.bib_reader is not None:
-            uow.session.flush()  # face ids for the reads that belong to a face
-            photo_service.replace_bib_reads(
-                uow, photo, bib_rows(photo_id, event_id, ctx.bib_reader.model_id, reads, face_list))
+
+        def replace() -> None:
+            photo_service.replace_faces(uow, photo, face_list)
+            if ctx.bib_reader is not None:
+                uow.session.flush()  # face ids for the reads that belong to a face
+                photo_service.replace_bib_reads(
+                    uow, photo, bib_rows(photo_id, event_id, ctx.bib_reader.model_id, reads, face_list))
+
+        if photo.face_count:
+            # reprocessed: its old faces, reads and matches go, and a bib link on them moves. The
+            # event's exclusive lock first, the order every writer keeps (review C5): moving a link
+            # bumps the event row, which a shared lock would have to upgrade, and two photos
+            # upgrading at once deadlock. Reprocessing a done photo is rare; it may wait its turn.
+            matching.lock_event(uow, event_id)
+            matching.photo_faces_replaced(uow, event_id, photo_id, replace)
+        else:
+            replace()
         matching.on_photo_done(uow, photo)  # its faces against the event's runners (shared event lock)
     _done_photo_finished(ctx, event_id)
     return "done"

@@ -362,6 +362,42 @@ def test_deleting_the_photo_of_a_bib_link_moves_the_link_and_rematches_the_runne
 
 
 @pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_reprocessing_the_photo_of_a_bib_link_moves_the_link_when_the_bib_is_no_longer_read(db, request):
+    """As deletion: the worker's own last stage (processing._store_results) writes a reprocessed
+    photo's new faces without the bib read that held a start-list runner's link."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from sqlalchemy import update
+
+    from app.db import Photo
+    from app.services import processing
+    from models.pipeline import FaceResult, PhotoAnalysis
+
+    world = request.getfixturevalue(db)
+    event = SyntheticEvent(world)
+    matching.runner_cache.clear()
+    other = matching.RunnerCache()
+    event.start_list("bib,name\n42,Kim\n")
+    event.photo([vector(1)], sizes=[50.0], bibs={0: "42"})
+    linked = event.photo([vector(2)], sizes=[80.0], bibs={0: "42"})  # the larger face: Kim's link
+    seen = event.photo([vector(2)])
+    [(kim, _)] = event.stored()
+    assert event.matched(seen) == {kim} and event.served(other) == [(kim, vector(2).tobytes())]
+
+    with unit_of_work(event.make_session) as uow:  # claimed again by a task, as a retry would
+        uow.session.execute(update(Photo).where(Photo.id == linked).values(status="processing", claimed_by="again"))
+    ctx = processing.ProcessingContext(world.settings, event.make_session, world.app.state.store,
+                                       SimpleNamespace(model_id=MODEL), RecordingSender(),
+                                       bib_reader=SimpleNamespace(model_id="bibs"))
+    face = FaceResult((0.0, 0.0, 80.0, 80.0), ((0.0, 0.0),) * 5, 0.9, 80.0, vector(2))
+    analysis = PhotoAnalysis([face], (100, 100), Image.new("RGB", (100, 100)))
+    assert processing._store_results(ctx, linked, event.id, analysis, [], "again") == "done"  # no bib read now
+    assert event.served(other) == event.stored() == [(kim, vector(1).tobytes())]
+    assert event.matched(seen) == set()  # found by the old link only
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
 def test_new_runners_and_background_rematches_take_the_runner_matrix_from_the_cache(db, request, monkeypatch):
     """Neither a new runner's matching nor each chunk of a background rematch reads every runner
     of the event again (counted as the SQL statements that do)."""
