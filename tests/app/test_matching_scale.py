@@ -361,10 +361,9 @@ def test_deleting_the_photo_of_a_bib_link_moves_the_link_and_rematches_the_runne
     assert event.matched(seen) == set()  # a face of the deleted photo no longer finds anyone
 
 
-@pytest.mark.parametrize("db", BOTH_DATABASES)
-def test_reprocessing_the_photo_of_a_bib_link_moves_the_link_when_the_bib_is_no_longer_read(db, request):
-    """As deletion: the worker's own last stage (processing._store_results) writes a reprocessed
-    photo's new faces without the bib read that held a start-list runner's link."""
+def reprocess(world: World, make_session, photo_id: str, event_id: str, vec: np.ndarray) -> str:  # type: ignore[no-untyped-def]
+    """The worker's last stage (processing._store_results) for a photo claimed again, as a retry
+    would: one face of `vec`, and no bib read any more."""
     from types import SimpleNamespace
 
     from PIL import Image
@@ -374,6 +373,20 @@ def test_reprocessing_the_photo_of_a_bib_link_moves_the_link_when_the_bib_is_no_
     from app.services import processing
     from models.pipeline import FaceResult, PhotoAnalysis
 
+    with unit_of_work(make_session) as uow:
+        uow.session.execute(update(Photo).where(Photo.id == photo_id).values(status="processing", claimed_by="again"))
+    ctx = processing.ProcessingContext(world.settings, make_session, world.app.state.store,
+                                       SimpleNamespace(model_id=MODEL), RecordingSender(),
+                                       bib_reader=SimpleNamespace(model_id="bibs"))
+    face = FaceResult((0.0, 0.0, 80.0, 80.0), ((0.0, 0.0),) * 5, 0.9, 80.0, vec)
+    return processing._store_results(ctx, photo_id, event_id, PhotoAnalysis([face], (100, 100), Image.new("RGB", (100, 100))),
+                                     [], "again")
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_reprocessing_the_photo_of_a_bib_link_moves_the_link_when_the_bib_is_no_longer_read(db, request):
+    """As deletion: a reprocessed photo's new faces come without the bib read that held a
+    start-list runner's link, so the link moves to the next face their bib was read on."""
     world = request.getfixturevalue(db)
     event = SyntheticEvent(world)
     matching.runner_cache.clear()
@@ -384,17 +397,34 @@ def test_reprocessing_the_photo_of_a_bib_link_moves_the_link_when_the_bib_is_no_
     seen = event.photo([vector(2)])
     [(kim, _)] = event.stored()
     assert event.matched(seen) == {kim} and event.served(other) == [(kim, vector(2).tobytes())]
-
-    with unit_of_work(event.make_session) as uow:  # claimed again by a task, as a retry would
-        uow.session.execute(update(Photo).where(Photo.id == linked).values(status="processing", claimed_by="again"))
-    ctx = processing.ProcessingContext(world.settings, event.make_session, world.app.state.store,
-                                       SimpleNamespace(model_id=MODEL), RecordingSender(),
-                                       bib_reader=SimpleNamespace(model_id="bibs"))
-    face = FaceResult((0.0, 0.0, 80.0, 80.0), ((0.0, 0.0),) * 5, 0.9, 80.0, vector(2))
-    analysis = PhotoAnalysis([face], (100, 100), Image.new("RGB", (100, 100)))
-    assert processing._store_results(ctx, linked, event.id, analysis, [], "again") == "done"  # no bib read now
+    assert reprocess(world, event.make_session, linked, event.id, vector(2)) == "done"
     assert event.served(other) == event.stored() == [(kim, vector(1).tobytes())]
     assert event.matched(seen) == set()  # found by the old link only
+
+
+@pytest.mark.postgres
+def test_two_photos_reprocessed_at_once_that_both_move_bib_links_do_not_deadlock(pg_world):
+    """Review C5's order for the moves: each reprocessing takes the event's exclusive lock first,
+    so the second waits; with the shared lock first, both would upgrade it and one would die."""
+    import re
+
+    from tests.app.test_lock_order import interleave
+
+    event = SyntheticEvent(pg_world)
+    event.start_list("bib,name\n42,Kim\n43,Lee\n")
+    first = event.photo([vector(1)], sizes=[80.0], bibs={0: "42"})
+    second = event.photo([vector(2)], sizes=[80.0], bibs={0: "43"})
+    event.photo([vector(3)], sizes=[50.0], bibs={0: "42"})
+    event.photo([vector(4)], sizes=[50.0], bibs={0: "43"})
+    before = dict(event.stored())
+    errors = interleave(pg_world.settings.resolved_database_url,
+                        lambda make: reprocess(pg_world, make, first, event.id, vector(1)),
+                        lambda make: reprocess(pg_world, make, second, event.id, vector(2)),
+                        re.compile(r"^\s*UPDATE events\b|\bFOR SHARE\b", re.IGNORECASE))
+    assert not errors, errors
+    moved = dict(event.stored())
+    assert {before[r] for r in moved} == {vector(1).tobytes(), vector(2).tobytes()}
+    assert set(moved.values()) == {vector(3).tobytes(), vector(4).tobytes()}
 
 
 @pytest.mark.parametrize("db", BOTH_DATABASES)
