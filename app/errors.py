@@ -1,7 +1,6 @@
 """Domain errors with a stable `code`, and the one place that renders them as problem+json.
 
 AppError
- ├─ BadRequest (400)
  ├─ Unauthorized (401)        ├─ Forbidden (403)         ├─ NotFound (404)          ├─ Conflict (409)
  ├─ PayloadTooLarge (413)     ├─ Unprocessable (422)     ├─ TooManyRequests (429)
  └─ ServiceUnavailable (503)
@@ -38,12 +37,6 @@ class AppError(Exception):
         self.extra = extra or {}  # more members of the problem body (e.g. `faces` of multiple_faces)
         if code:
             self.code = code
-
-
-class BadRequest(AppError):
-    """The body is not what its Content-Type says (a multipart message cut off, a wrong boundary)."""
-
-    status, title, code = 400, "Bad request", "bad_request"
 
 
 class Unauthorized(AppError):

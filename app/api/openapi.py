@@ -41,7 +41,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "invalid_scope": (422, "Only partner keys are limited to events."),
     "unknown_event": (422, "event_ids must be events of this organisation."),
     "no_files": (422, "Send one or more files in the multipart field `files`."),
-    "malformed_upload": (400, "The body ends before its closing boundary: it was cut off."),
+    "malformed_upload": (422, "The body ends before its closing boundary: it was cut off."),
     "consent_required": (422, "Please tick the box to agree that we use your selfie to find you in the photos."),
     "not_an_image": (422, "That file is not a photo we can read. Please upload a JPEG or PNG picture of your face."),
     "no_face": (422, "We could not find a face in that photo. Please upload a clear photo of your face."),

@@ -7,7 +7,7 @@ request on disk before any work. Here python-multipart's callback parser runs ov
 Uploader (hashed and size-limited on the way), so the body is on disk once.
 
 The files are only handed to the Uploader once the body has ended well: a body cut off, with a
-wrong boundary or too many files stores nothing (400 `malformed_upload`, 413 `too_many_files`)
+wrong boundary or too many files stores nothing (422 `malformed_upload`, 413 `too_many_files`)
 and leaves no staged file behind, as when the whole form was parsed first.
 """
 
@@ -21,7 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from app.errors import BadRequest, PayloadTooLarge
+from app.errors import PayloadTooLarge, Unprocessable
 from app.services.uploads import StagedFile
 
 FIELD = "files"
@@ -31,8 +31,9 @@ MAX_HEADER_BYTES = 64 << 10  # a part's header line: python-multipart 0.0.18, ou
 FEED_BYTES = 256 << 10  # the body is parsed (and written to disk) in the thread pool, this much per hop
 
 
-def malformed(detail: str) -> BadRequest:
-    return BadRequest(detail, code="malformed_upload")
+def malformed(detail: str) -> Unprocessable:
+    # 422, as the published OpenAPI document has always said for this code (partners check it)
+    return Unprocessable(detail, code="malformed_upload")
 
 
 class _Parts:
@@ -151,7 +152,7 @@ async def read_files(content_type: str, body: AsyncIterator[bytes], new_file: Ca
                      max_files: int) -> list[tuple[str, StagedFile]]:
     """(filename, staged file) of every file in the field `files`, closed, in the body's order.
 
-    Raises 400 `malformed_upload` for a body that is not a whole multipart message (the client
+    Raises 422 `malformed_upload` for a body that is not a whole multipart message (the client
     gone mid-way included) and 413 `too_many_files`; the request's size limit (BodySizeLimit)
     raises from `body` itself. On any error every staged file is removed first.
     """

@@ -1,6 +1,6 @@
 """The bulk upload's body is parsed as it arrives (app/api/upload_body.py): each file goes straight
 into staging, never through a spooled copy in the system temp dir; a body that is not a complete
-multipart message is a 400 `malformed_upload` that stores nothing and leaves nothing staged."""
+multipart message is a 422 `malformed_upload` that stores nothing and leaves nothing staged."""
 
 from __future__ import annotations
 
@@ -95,9 +95,9 @@ def test_files_keep_their_order_and_limits_while_streamed(api, event_id, setting
     pytest.param(f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
                  f"X-Junk: {'y' * 100_000}\r\n\r\nx\r\n".encode() + end(), None, id="huge-part-header"),
 ])
-def test_a_malformed_body_is_400_and_stores_nothing(api, event_id, settings, body, content_type):
+def test_a_malformed_body_is_422_and_stores_nothing(api, event_id, settings, body, content_type):
     response = post_raw(api, event_id, part("first.jpg", noise_jpeg(seed=6)) + body, content_type)
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "malformed_upload" and response.json()["detail"]
     assert photo_count(api, event_id) == 0  # not even the complete file before the broken one
@@ -120,11 +120,11 @@ def test_no_file_part_is_422_no_files(api, event_id):
         assert response.status_code == 422 and response.json()["code"] == "no_files", response.text
 
 
-def test_too_many_plain_fields_is_400(api, event_id):
+def test_too_many_plain_fields_is_422(api, event_id):
     fields = b"".join(f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"f{n}\"\r\n\r\nx\r\n".encode()
                       for n in range(101))
     response = post_raw(api, event_id, fields + part("a.jpg", noise_jpeg(seed=7)) + end())
-    assert response.status_code == 400 and response.json()["code"] == "malformed_upload"
+    assert response.status_code == 422 and response.json()["code"] == "malformed_upload"
     assert photo_count(api, event_id) == 0
 
 
