@@ -272,7 +272,7 @@ class Uploader:
 
     def _directory_fits(self, archive_name: str, path: Path) -> bool:
         """Refuse, before zipfile reads it into memory, a central directory past the limits."""
-        directory = read_directory(path)
+        directory = read_directory(path, max_bytes=self.limits.max_directory_bytes)
         if directory is None:
             return True  # no end record: zipfile says it is no zip (corrupt_archive)
         if directory.entries > self.limits.max_directory_entries:

@@ -9,6 +9,11 @@ an archive before opening it.
 The records are looked for where zipfile looks (the last 22 bytes, else the last signature in the
 final 64 KiB; the zip64 record just before its locator, or where the locator says). When they
 disagree the larger values count, so no version of zipfile reads more than was checked.
+
+The declared count is only a claim: zipfile reads entries until it has consumed the declared
+directory size, so a record saying 10 entries over 50 MB of 46-byte entries would still become a
+million ZipInfo objects. Where the size is within bounds, the entries in it are counted too (their
+fixed headers only, no objects), and the larger number counts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
 ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # ..., entries here, entries, size, offset
 ZIP64_END_SIGNATURE = b"PK\x06\x06"
 MAX_COMMENT = 0xFFFF
+CENTRAL = struct.Struct("<4s24x3H12x")  # signature, ..., name, extra and comment lengths, ...
+CENTRAL_SIGNATURE = b"PK\x01\x02"
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,10 @@ class Directory:
     size: int  # bytes
 
 
-def read_directory(path: Path) -> Directory | None:
-    """The entry count and size the archive's end records declare; None without an end record
-    (zipfile then refuses the file as not a zip)."""
+def read_directory(path: Path, *, max_bytes: int) -> Directory | None:
+    """The entry count and size of the archive's central directory; None without an end record
+    (zipfile then refuses the file as not a zip). The entries of a directory up to `max_bytes`
+    are counted, not only taken from the end record's word (a million take about half a second)."""
     with path.open("rb") as fp:
         fp.seek(0, 2)
         file_size = fp.tell()
@@ -48,10 +56,31 @@ def read_directory(path: Path) -> Directory | None:
             if at < 0 or len(tail) - at < END.size:
                 return None
         *_, entries, size, _offset, _comment = END.unpack_from(tail, at)
+        start = tail_start + at - size  # where zipfile starts reading entries
         zip64 = _zip64_records(fp, tail_start + at)
         if zip64:
             entries, size = max(d.entries for d in zip64), max(d.size for d in zip64)
+            start = tail_start + at - ZIP64_LOCATOR.size - ZIP64_END.size - size
+        if size <= max_bytes:
+            entries = max(entries, _count_entries(fp, start, size))
         return Directory(entries, size)
+
+
+def _count_entries(fp: BinaryIO, start: int, size: int) -> int:
+    """How many entries zipfile would read from the directory at `start` (it stops with an error
+    at the first broken header)."""
+    if start < 0:
+        return 0
+    fp.seek(start)
+    data = fp.read(size)
+    count = at = 0
+    while at + CENTRAL.size <= len(data):
+        signature, name, extra, comment = CENTRAL.unpack_from(data, at)
+        if signature != CENTRAL_SIGNATURE:
+            break
+        at += CENTRAL.size + name + extra + comment
+        count += 1
+    return count
 
 
 def _zip64_records(fp: BinaryIO, end_at: int) -> list[Directory]:

@@ -206,6 +206,27 @@ def test_a_zip_listing_far_more_entries_than_are_read_is_refused_unopened(api, e
     assert str(count) in rejected[0]["detail"] and str(limited.max_archive_entries) in rejected[0]["detail"]
 
 
+def test_a_zip_whose_end_record_understates_its_entries_is_refused_unopened(api, event_id, limited, monkeypatch):
+    """zipfile reads entries until the declared directory size is used up, whatever count the
+    end record gives: the entries are counted, not taken on the record's word."""
+    import struct
+
+    from app.services import uploads
+
+    count = 3 * limited.max_archive_entries + 1024
+    data = bytearray(hostile.many_entries_zip(count))
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<2H", data, end + 8, 10, 10)  # "10 entries" in this disk and in all
+    opened, real_zipfile = [], zipfile.ZipFile
+    monkeypatch.setattr(uploads.zipfile, "ZipFile", lambda *a, **k: opened.append(a) or real_zipfile(*a, **k))
+    response = api.post(f"/api/v1/events/{event_id}/photos", files=[("files", ("forged.zip", bytes(data)))])
+    assert response.status_code == 202, response.text
+    assert opened == [] and response.json()["photos"] == []
+    [rejected] = response.json()["rejected"]
+    assert (rejected["filename"], rejected["code"]) == ("forged.zip", "archive_too_many_files")
+    assert f"lists {count} entries" in rejected["detail"]  # what is in it, not what the record says
+
+
 def test_the_directory_check_reads_what_zipfile_reads(tmp_path):
     """Plain and zip64 end records (zipfile writes zip64 past 65535 entries), an archive comment,
     and a file that is no zip at all."""
@@ -220,10 +241,10 @@ def test_the_directory_check_reads_what_zipfile_reads(tmp_path):
         with zipfile.ZipFile(path) as archive:
             size = sum(46 + len(info.filename.encode()) + len(info.extra) + len(info.comment)
                        for info in archive.infolist())
-        directory = read_directory(path)
+        directory = read_directory(path, max_bytes=10**8)
         assert (directory.entries, directory.size) == (count, size), name
     (tmp_path / "not.zip").write_bytes(b"PK\x03\x04" + bytes(100))
-    assert read_directory(tmp_path / "not.zip") is None
+    assert read_directory(tmp_path / "not.zip", max_bytes=10**8) is None
 
 
 def test_a_zip_may_not_expand_past_the_archive_limit(api, event_id):
