@@ -49,14 +49,14 @@ def downscale(img: Image.Image, long_side: int) -> tuple[Image.Image, float]:
     return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0), factor
 
 
-def shrink_array(array: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
-    """`downscale` for arrays, with area averaging (OpenCV: several times faster than Pillow's)."""
+def shrink_array(array: np.ndarray, long_side: int, interpolation: int = cv2.INTER_AREA) -> tuple[np.ndarray, float]:
+    """`downscale` for arrays, with area averaging by default (OpenCV: several times faster than Pillow's)."""
     h, w = array.shape[:2]
     if max(w, h) <= long_side:
         return array, 1.0
     factor = max(w, h) / long_side
     size = (max(1, round(w / factor)), max(1, round(h / factor)))
-    return cv2.resize(array, size, interpolation=cv2.INTER_AREA), factor
+    return cv2.resize(array, size, interpolation=interpolation), factor
 
 
 def detection_image(img: Image.Image, long_side: int) -> tuple[np.ndarray, float]:
@@ -73,12 +73,7 @@ def detection_image(img: Image.Image, long_side: int) -> tuple[np.ndarray, float
     block = max(1, max(img.size) // long_side)
     if block == 1:
         return shrink_array(to_array(img), long_side)
-    array = to_array(img.reduce(block))
-    h, w = array.shape[:2]
-    if max(w, h) > long_side:
-        factor = max(w, h) / long_side
-        array = cv2.resize(array, (max(1, round(w / factor)), max(1, round(h / factor))),
-                           interpolation=cv2.INTER_LINEAR)
+    array, _ = shrink_array(to_array(img.reduce(block)), long_side, cv2.INTER_LINEAR)
     return array, max(img.size) / max(array.shape[:2])
 
 
