@@ -118,7 +118,7 @@ def steps(paths: list[Path]) -> None:
     import cv2
     from PIL import Image
 
-    from models.image import detection_image, downscale, render_jpeg, to_array
+    from models.image import detection_image, render_jpeg, to_array
     from models.pipeline import crop_by_region, detect_faces, detect_shrunk
     from models.yunet_sface import YunetSfaceBackend
 
@@ -150,9 +150,7 @@ def steps(paths: list[Path]) -> None:
     for path in paths:
         # old: full decode, Pillow resize for detection, crops from the full image, OpenCV engine
         image = old.run("decode (full)", decode_image, path, max_pixels=MAX_PIXELS)
-        found = old.run("detect (incl. resize)", lambda: detect_shrunk(
-            [image.size], [(lambda s: (to_array(s[0]), s[1]))(downscale(image, DETECT_LONG_SIDE))], opencv,
-            min_face_px=24)[0])
+        found = old.run("detect (incl. resize)", old_detect, image, opencv)
         crops = old.run("crop (full image)", lambda: opencv.crop_faces(to_array(image), found))
         old_vecs.append(old.run("embed (OpenCV int8 SFace)", opencv.embed, crops))
         old.run("previews (from full)", lambda: (render_jpeg(image, 1600), render_jpeg(image, 400)))
@@ -184,6 +182,15 @@ def steps(paths: list[Path]) -> None:
     per_face = {k: 1000 * v / max(n_new, 1) for k, v in new.cpu.items() if k.startswith("embed")}
     print("  embedding ms/face (cpu): " + ", ".join(f"{k} {v:.1f}" for k, v in per_face.items()))
     _compare(old_faces, new_faces, old_vecs, new_vecs)
+
+
+def old_detect(image, backend):  # type: ignore[no-untyped-def]
+    """Detection as before issue 11: a Pillow resize of the whole photo to the detection size."""
+    from models.image import downscale, to_array
+    from models.pipeline import detect_shrunk
+
+    small, factor = downscale(image, DETECT_LONG_SIDE)
+    return detect_shrunk([image.size], [(to_array(small), factor)], backend, min_face_px=24)[0]
 
 
 def _compare(old_faces, new_faces, old_vecs, new_vecs) -> None:  # type: ignore[no-untyped-def]

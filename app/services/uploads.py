@@ -4,7 +4,8 @@ Files are written to a staging file as their bytes arrive, hashed on the way (`S
 API's multipart parts go straight in, app/api/upload_body.py), so neither a 40 MB photo nor a
 2 GB zip is ever held in memory whole, nor copied to disk twice. Zips are expanded here, one
 member at a time, with limits on sizes and compression ratio (zip bombs); member names are only
-ever displayed, never used as paths (zip-slip). Each new photo is queued for the worker once the transaction commits.
+ever displayed, never used as paths (zip-slip). Each new photo is queued for the worker once the
+transaction commits.
 """
 
 from __future__ import annotations
