@@ -220,15 +220,19 @@ def test_processing_enrolment_threshold_erasure_and_not_me_interleaved_in_proces
         assert set(remaining) == {f"r{i}@example.org" for i in IDENTITIES if i not in ERASED}
         assert all(r.matched_at is not None for r in remaining.values())
         rejected = set(uow.session.execute(select(MatchRejection.runner_id, MatchRejection.photo_id)).all())
-        excluded = {f.id for f in uow.session.scalars(select(Face).where(Face.event_id == event_id,
-                                                                         Face.excluded_at.is_not(None)))}
+        excluded = dict(uow.session.execute(select(Face.id, Face.photo_id).where(
+            Face.event_id == event_id, Face.excluded_at.is_not(None))).all())
     stored = _snapshot(make_session, event_id)
     # the order things happened in changed nothing: a fresh recompute writes no difference
     with unit_of_work(make_session) as uow:
         matching.rematch_event(uow, matching.lock_event(uow, event_id))
     assert _snapshot(make_session, event_id) == stored
     assert len(rejected) == len(REJECTING) and not {(r, p) for r, p, _ in stored} & rejected
-    assert len(excluded) >= 2 * len(ERASED) and not {f for _, _, f in stored} & excluded
+    # erasure marks their faces in the photos they matched by then (each had one at least); a photo
+    # of theirs processed later keeps an unmarked face that nobody left is close to
+    erased_photos = {photo_ids[n] for n in range(N_PHOTOS) if set(photo_identities(n)) & set(ERASED)}
+    assert len(ERASED) <= len(excluded) and set(excluded.values()) <= erased_photos
+    assert not {f for _, _, f in stored} & set(excluded)
     # every enrolled runner that is left is in each photo that shows them (threshold back at 0.5)
     expected = {(remaining[f"r{i}@example.org"].id, photo_ids[n])
                 for n in range(N_PHOTOS) for i in photo_identities(n) if f"r{i}@example.org" in remaining}
