@@ -93,13 +93,15 @@ def main() -> None:
             files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
             body = client.post(f"/api/v1/events/{event['id']}/photos", files=files).json()
             assert not body["rejected"] and len(body["photos"]) == len(photos), body
+            uploaded = time.perf_counter() - t0
             stats = wait(client, event["id"], len(photos))
             wall = time.perf_counter() - t0
             cpu = tree_cpu_s(server.pid) - cpu0
             print(f"{len(photos)} photos of 24 MP, {stats['faces']} faces, workers={args.workers}: "
                   f"{len(photos) / wall:.2f} photos/s end to end (wall), {cpu / len(photos):.2f} CPU s per photo "
                   f"(API + workers + broker) => {len(photos) / cpu:.2f} photos/s per core; "
-                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; the upload request took "
+                  f"{uploaded:.1f} s of the {wall:.1f} s")
         finally:
             server.send_signal(signal.SIGINT)
             try:
