@@ -66,15 +66,9 @@ async def upload_photos(event_id: str, request: Request, open_uow: UowFactory,
     # that turns out broken or with too many files stores nothing
     files = await upload_body.read_files(request.headers.get("content-type", ""), request.stream(),
                                          uploader.new_file, max_files=settings.max_files_per_request)
-    try:
-        if not files:
-            raise Unprocessable("Send one or more files in the multipart field `files`.", code="no_files")
-        for filename, staged in files:
-            await run_in_threadpool(uploader.add_staged, filename, staged)
-        await run_in_threadpool(uploader.finish)
-    finally:
-        for _, staged in files:  # those not reached when something failed
-            staged.discard()
+    if not files:
+        raise Unprocessable("Send one or more files in the multipart field `files`.", code="no_files")
+    await run_in_threadpool(uploader.add_all_staged, files)
     return UploadOut(
         photos=[UploadedPhotoOut(**p.__dict__) for p in uploader.report.photos],
         rejected=[RejectedOut(**r.__dict__) for r in uploader.report.rejected],

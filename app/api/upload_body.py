@@ -9,6 +9,9 @@ Uploader (hashed and size-limited on the way), so the body is on disk once.
 The files are only handed to the Uploader once the body has ended well: a body cut off, with a
 wrong boundary or too many files stores nothing (422 `malformed_upload`, 413 `too_many_files`)
 and leaves no staged file behind, as when the whole form was parsed first.
+
+The dashboard's upload form without script comes through here too: its CSRF token is a plain
+field before the files, which `check_fields` sees before the first file is written.
 """
 
 from __future__ import annotations
@@ -36,12 +39,21 @@ def malformed(detail: str) -> Unprocessable:
     return Unprocessable(detail, code="malformed_upload")
 
 
+# sees the plain fields that came before the first file (all of them, when no file came); raises to
+# refuse the body before a file is written
+FieldCheck = Callable[[dict[str, str]], None]
+
+
 class _Parts:
     """python-multipart's callbacks: each file part of `files` goes into its own staging file."""
 
-    def __init__(self, new_file: Callable[[], StagedFile], max_files: int, charset: str) -> None:
+    def __init__(self, new_file: Callable[[], StagedFile], max_files: int, charset: str,
+                 check_fields: FieldCheck | None = None) -> None:
         self.new_file, self.max_files, self.charset = new_file, max_files, charset
+        self.check_fields = check_fields
         self.files: list[tuple[str, StagedFile]] = []  # in the order they came
+        self.fields: dict[str, bytes] = {}  # plain fields, kept only for check_fields
+        self._field_name: str | None = None
         self.ended = False  # the closing boundary was seen
         self._file_count = self._field_count = self._field_bytes = 0
         self._current: StagedFile | None = None
@@ -80,17 +92,21 @@ class _Parts:
             raise malformed('A part has no Content-Disposition header with a "name".')
         self._is_file = b"filename" in options
         if self._is_file:
+            self._check_fields()
             self._file_count += 1
             if self._file_count > self.max_files:
                 raise PayloadTooLarge(f"Too many files. Maximum number of files is {self.max_files}. "
                                       f"(at most {self.max_files} per request)", code="too_many_files")
             if self._decode(options[b"name"]) == FIELD:  # files under other names are read past
                 self._current = self.new_file()
-                self.files.append((self._decode(options[b"filename"]) or "unnamed", self._current))
+                self.files.append((self._decode(options[b"filename"]), self._current))  # cleaned by the Uploader
         else:
             self._field_count, self._field_bytes = self._field_count + 1, 0
             if self._field_count > MAX_FIELDS:
                 raise malformed(f"Too many fields. Maximum number of fields is {MAX_FIELDS}.")
+            if self.check_fields is not None:
+                self._field_name = self._decode(options[b"name"])
+                self.fields[self._field_name] = b""
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current is not None:
@@ -99,14 +115,23 @@ class _Parts:
             self._field_bytes += end - start
             if self._field_bytes > MAX_FIELD_BYTES:
                 raise malformed(f"A field is larger than {MAX_FIELD_BYTES} bytes.")
+            if self._field_name is not None:
+                self.fields[self._field_name] += data[start:end]
 
     def on_part_end(self) -> None:
         if self._current is not None:
             self._current.close()  # 5000 parts must not hold 5000 open files
             self._current = None
+        self._field_name = None
 
     def on_end(self) -> None:
+        self._check_fields()
         self.ended = True
+
+    def _check_fields(self) -> None:
+        if self.check_fields is not None:
+            check, self.check_fields = self.check_fields, None  # once
+            check({name: self._decode(value) for name, value in self.fields.items()})
 
     def discard(self) -> None:
         for _, staged in self.files:
@@ -149,18 +174,21 @@ async def _chunks(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def read_files(content_type: str, body: AsyncIterator[bytes], new_file: Callable[[], StagedFile], *,
-                     max_files: int) -> list[tuple[str, StagedFile]]:
+                     max_files: int, check_fields: FieldCheck | None = None) -> list[tuple[str, StagedFile]]:
     """(filename, staged file) of every file in the field `files`, closed, in the body's order.
 
     Raises 422 `malformed_upload` for a body that is not a whole multipart message (the client
     gone mid-way included) and 413 `too_many_files`; the request's size limit (BodySizeLimit)
-    raises from `body` itself. On any error every staged file is removed first.
+    raises from `body` itself, and `check_fields` (see FieldCheck) what it will. On any error
+    every staged file is removed first.
     """
     found = _boundary_and_charset(content_type)
     if found is None:
+        if check_fields is not None:
+            check_fields({})
         return []
     boundary, charset = found
-    parts = _Parts(new_file, max_files, charset)
+    parts = _Parts(new_file, max_files, charset, check_fields)
     try:
         try:
             parser = MultipartParser(boundary, parts.callbacks())

@@ -216,6 +216,17 @@ class Uploader:
         """The file `stream` reads (to its end): staged here, then as `add_staged`."""
         self.add_staged(filename, _stage(stream, self.new_file()))
 
+    def add_all_staged(self, files: list[tuple[str, StagedFile]]) -> None:
+        """Every file of a streamed request (`upload_body.read_files`), then `finish`; every
+        staging file is removed, those not reached when something failed included."""
+        try:
+            for filename, staged in files:
+                self.add_staged(filename, staged)
+            self.finish()
+        finally:
+            for _, staged in files:
+                staged.discard()
+
     def add_staged(self, filename: str, staged: StagedFile) -> None:
         """A file the caller wrote into `new_file()` and closed (the API streams parts into it);
         its staging file is removed once it is a photo or a rejection."""

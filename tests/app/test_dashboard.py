@@ -265,6 +265,43 @@ def test_upload_without_script_and_failed_photo_retry(app, signed_in):
     assert app.state.sender.sent[-1] == (PROCESS_PHOTO, (photo_id,))
 
 
+def test_upload_without_script_streams_the_body_and_checks_the_form_token_before_any_file(app, signed_in,
+                                                                                          monkeypatch):
+    """Review S9: the form is not spooled to the system temp dir by `request.form()` first; the
+    files go straight into the data dir's staging. The token (the form's first field) is checked
+    before a file is written: a forged or late token stores nothing."""
+    from starlette.requests import Request
+
+    event_id = new_event(signed_in)
+    csrf = csrf_of(signed_in.get(f"/dashboard/events/{event_id}").text)
+
+    async def no_spooling(self, **_):
+        raise AssertionError("request.form() spools the whole upload before the handler sees it")
+
+    monkeypatch.setattr(Request, "form", no_spooling)
+    staging = app.state.settings.data_dir / "tmp"
+    photo = ("files", ("a.jpg", noise_jpeg(seed=6), "image/jpeg"))
+    forged = signed_in.post(f"/dashboard/events/{event_id}/photos", data={"csrf_token": "x" * len(csrf)},
+                            files=[photo])
+    assert forged.status_code == 403 and forged.json()["code"] == "csrf_failed"
+    # the token after the files (no browser sends it so; a forger might): refused at the first file
+    boundary = "finishline-test-boundary"
+    late = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + noise_jpeg(seed=7) + (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{csrf}'
+            f"\r\n--{boundary}--\r\n").encode()
+    answer = signed_in.post(f"/dashboard/events/{event_id}/photos", content=late,
+                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 403 and answer.json()["code"] == "csrf_failed"
+    assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 0
+    assert not any(staging.iterdir()) if staging.exists() else True
+
+    answer = signed_in.post(f"/dashboard/events/{event_id}/photos", data={"csrf_token": csrf}, files=[photo])
+    assert answer.status_code == 200
+    assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 1
+    assert not any(staging.iterdir())
+
+
 def test_settings_change_the_runner_pages(signed_in, tmp_path):
     from PIL import Image
 

@@ -78,10 +78,15 @@ async def signed_in_with_csrf(request: Request, settings: SettingsDep,
     if token is None and request.headers.get("content-type", "").startswith(
             ("application/x-www-form-urlencoded", "multipart/form-data")):
         token = (await request.form(max_files=5000, max_fields=100)).get("csrf_token")
+    check_csrf(who, token)
+    return who
+
+
+def check_csrf(who: SignedIn, token: object) -> None:
+    """`token` (from the X-CSRF-Token header or the form's `csrf_token`) must be the session's."""
     if not isinstance(token, str) or not hmac.compare_digest(token, who.csrf_token):
         raise Forbidden("The form expired or came from another site. Please reload the page and try again.",
                         code="csrf_failed")
-    return who
 
 
 SignedInDep = Annotated[SignedIn, Depends(signed_in)]

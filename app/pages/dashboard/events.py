@@ -18,11 +18,12 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.api import upload_body
 from app.api.deps import SettingsDep, StoreDep, UoW, UowFactory
 from app.browser_policy import EMAIL_SAMPLE_POLICY
 from app.config import Settings
 from app.errors import AppError, NotFound
-from app.pages.dashboard.auth import PostDep, SignedInDep
+from app.pages.dashboard.auth import PostDep, SignedInDep, check_csrf
 from app.pages.templating import PRIVATE_HEADERS, page
 from app.services import access, branding, chunked_uploads
 from app.services import email as email_service
@@ -135,19 +136,21 @@ def event_stats(event_id: str, uow: UoW, who: SignedInDep) -> JSONResponse:
 
 @router.post("/dashboard/events/{event_id}/photos")
 async def upload_without_script(event_id: str, request: Request, uow: UoW, open_uow: UowFactory,
-                                settings: SettingsDep, store: StoreDep, who: PostDep) -> Response:
-    """The upload form without script: one request, through the same Uploader as the API."""
+                                settings: SettingsDep, store: StoreDep, who: SignedInDep) -> Response:
+    """The upload form without script: one request, through the same Uploader as the API, its
+    body streamed into staging as the API's is; the form's token is checked before any file."""
     event = await run_in_threadpool(access.get_event, uow, who.caller, event_id)
-    form = await request.form(max_files=settings.max_files_per_request, max_fields=100)
     uploader = Uploader(open_uow, store, settings.data_dir / "tmp", upload_limits(settings), event.id,
                         photos_per_task=settings.photos_per_task)
-    try:
-        files = [f for f in form.getlist("files") if hasattr(f, "filename") and f.filename]
-        for upload in files:
-            await run_in_threadpool(uploader.add_file, upload.filename, upload.file)
-        await run_in_threadpool(uploader.finish)
-    finally:
-        await form.close()
+    header_token = request.headers.get("x-csrf-token")
+    files = await upload_body.read_files(
+        request.headers.get("content-type", ""), request.stream(), uploader.new_file,
+        max_files=settings.max_files_per_request,
+        check_fields=lambda fields: check_csrf(who, header_token or fields.get("csrf_token")))
+    for staged in [staged for name, staged in files if not name and not staged.size]:
+        staged.discard()  # the file input's part when no file was chosen
+    files = [(name, staged) for name, staged in files if name or staged.size]
+    await run_in_threadpool(uploader.add_all_staged, files)
     report = {"photos": [asdict(p) for p in uploader.report.photos],
               "rejected": [asdict(r) for r in uploader.report.rejected]}
     await run_in_threadpool(chunked_uploads.record_report, uow, event.id, f"{len(files)} files", 0, report)
