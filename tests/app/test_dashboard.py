@@ -15,6 +15,7 @@ from app.main import create_app
 from tests.app.dashboard_helpers import PASSWORD, add_match, csrf_of, new_user, sign_in
 from tests.conftest import RecordingSender, migrated_settings
 from tests.images import noise_jpeg
+from tests.multipart_body import CONTENT_TYPE, end, field_part, part
 from worker.dispatch import ASSEMBLE_UPLOAD, PROCESS_PHOTO, SWEEP_STALE_WORK
 
 
@@ -285,13 +286,9 @@ def test_upload_without_script_streams_the_body_and_checks_the_form_token_before
                             files=[photo])
     assert forged.status_code == 403 and forged.json()["code"] == "csrf_failed"
     # the token after the files (no browser sends it so; a forger might): refused at the first file
-    boundary = "finishline-test-boundary"
-    late = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + noise_jpeg(seed=7) + (
-            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{csrf}'
-            f"\r\n--{boundary}--\r\n").encode()
+    late = part("a.jpg", noise_jpeg(seed=7)) + field_part("csrf_token", csrf) + end()
     answer = signed_in.post(f"/dashboard/events/{event_id}/photos", content=late,
-                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                            headers={"Content-Type": CONTENT_TYPE})
     assert answer.status_code == 403 and answer.json()["code"] == "csrf_failed"
     assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 0
     assert not any(staging.iterdir()) if staging.exists() else True

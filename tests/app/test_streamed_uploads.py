@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from tests.conftest import RecordingSender, api_client, live_server, migrated_settings, new_api_key
 from tests.images import noise_jpeg
+from tests.multipart_body import BOUNDARY, end, part
 
 MB = 2**20
-BOUNDARY = "finishline-test-boundary"
 
 
 @pytest.fixture
@@ -34,15 +34,6 @@ def api(settings):
 @pytest.fixture
 def event_id(api) -> str:
     return api.post("/api/v1/events", json={"name": "Streamed"}).json()["id"]
-
-
-def part(name: str, data: bytes, *, field: str = "files") -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
-
-
-def end() -> bytes:
-    return f"--{BOUNDARY}--\r\n".encode()
 
 
 def post_raw(api: TestClient, event_id: str, body: bytes, content_type: str | None = None):
