@@ -31,6 +31,18 @@ POSTGRES_ADMIN_URL = os.environ.get("FINISHLINE_TEST_POSTGRES", "postgresql+psyc
 REDIS_URL = os.environ.get("FINISHLINE_TEST_REDIS", "redis://127.0.0.1:6379/9")
 
 
+@pytest.fixture(autouse=True)
+def fresh_matching_caches() -> Iterator[None]:
+    """Each test starts with empty per-process matching caches: they are keyed by event id and
+    version, and tests that name their own ids ("ev", version 1) would meet each other's entries."""
+    from app.services.face_matrix import face_matrices
+    from app.services.matching import runner_cache
+
+    runner_cache.clear()
+    face_matrices.clear()
+    yield
+
+
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
     if not FACES.is_dir():
