@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import BibRead, Face, MatchSource, Runner
 from app.db.session import UnitOfWork
@@ -195,7 +195,15 @@ class BibEvidence:
     bib_of_runner: dict[str, str]
 
 
-def load_evidence(uow: UnitOfWork, event_id: str, photo_ids: list[str]) -> BibEvidence:
+# Past this many candidates, every enrolled bib is read instead (an IN list that long costs more,
+# and SQLite bounds the parameters of a statement).
+MAX_CANDIDATES_LISTED = 5000
+
+
+def load_evidence(uow: UnitOfWork, event_id: str, photo_ids: list[str],
+                  candidates: Iterable[str] | None = None) -> BibEvidence:
+    """The photos' reads and the bibs around them; `candidates`: the runners their faces may go to
+    (the only ones rule 3 asks the bib of), else every runner with a bib."""
     rows = uow.session.execute(
         select(BibRead.photo_id, BibRead.face_id, BibRead.number, BibRead.score)
         .where(BibRead.photo_id.in_(photo_ids)).order_by(BibRead.photo_id, BibRead.id)
@@ -210,42 +218,61 @@ def load_evidence(uow: UnitOfWork, event_id: str, photo_ids: list[str]) -> BibEv
             .order_by(Runner.created_at, Runner.id)
         ).all():
             runner_of_bib.setdefault(bib, runner_id)  # the start list keeps bibs unique; first wins
-        # every enrolled bib, for rule 3 (a runner whose number differs from the one read)
-        for runner_id, bib in uow.session.execute(
-            select(Runner.id, Runner.bib).where(Runner.event_id == event_id, Runner.bib.is_not(None))
-        ).all():
+        # the candidates' bibs, for rule 3 (a runner whose number differs from the one read)
+        query = select(Runner.id, Runner.bib).where(Runner.event_id == event_id, Runner.bib.is_not(None))
+        listed = sorted(set(candidates)) if candidates is not None else None
+        if listed is not None and len(listed) <= MAX_CANDIDATES_LISTED:
+            query = query.where(Runner.id.in_(listed))
+        for runner_id, bib in uow.session.execute(query).all():
             bib_of_runner[runner_id] = bib
     return BibEvidence(reads, runner_of_bib, bib_of_runner)
 
 
-def linked_faces(uow: UnitOfWork, event_id: str, model_id: str,
-                 runner_ids: Sequence[str] | None = None) -> list[tuple[str, str, bytes]]:
+def linked_faces(uow: UnitOfWork, event_id: str, model_id: str, runner_ids: Sequence[str] | None = None, *,
+                 without_photo: str | None = None) -> list[tuple[str, str, bytes]]:
     """(runner_id, face_id, embedding) of every selfie-less runner with a bib whose number was read
-    on a face of this model: the largest such face (then the lowest face id) stands in for a selfie."""
-    query = (
-        select(Runner.id, Face.id, Face.embedding, Face.size_px)
+    on a face of this model: the largest such face (then the lowest face id) stands in for a selfie.
+
+    `without_photo`: as if that photo had no faces (the committed state, to a transaction that is
+    storing a new photo's faces)."""
+    # Ranked in the database, and only the winners' embeddings fetched: a start list's runners
+    # have their bib read on a dozen faces each, and fetching every one of them (and its 512-byte
+    # template) to keep one made this the largest cost of matching a photo (bench/scale.py --start-list).
+    rank = func.row_number().over(partition_by=Runner.id, order_by=(Face.size_px.desc(), Face.id))
+    ranked = (
+        select(Runner.id.label("runner_id"), Face.id.label("face_id"), rank.label("rank"))
         .join(BibRead, (BibRead.event_id == Runner.event_id) & (BibRead.number == Runner.bib))
         .join(Face, Face.id == BibRead.face_id)
         .where(Runner.event_id == event_id, Runner.embedding.is_(None), Face.model_id == model_id,
                privacy.matchable_faces())
     )
     if runner_ids is not None:
-        query = query.where(Runner.id.in_(list(runner_ids)))
-    best: dict[str, tuple[float, str, bytes]] = {}
-    for runner_id, face_id, embedding, size_px in uow.session.execute(query).all():
-        current = best.get(runner_id)
-        if current is None or (-size_px, face_id) < (-current[0], current[1]):
-            best[runner_id] = (size_px, face_id, embedding)
-    return [(runner_id, face_id, emb) for runner_id, (_, face_id, emb) in sorted(best.items())]
+        ranked = ranked.where(Runner.id.in_(list(runner_ids)))
+    if without_photo is not None:
+        ranked = ranked.where(Face.photo_id != without_photo)
+    best = ranked.subquery()
+    rows = uow.session.execute(
+        select(best.c.runner_id, best.c.face_id, Face.embedding).join(Face, Face.id == best.c.face_id)
+        .where(best.c.rank == 1).order_by(best.c.runner_id)
+    ).all()
+    return [(runner_id, face_id, embedding) for runner_id, face_id, embedding in rows]
 
 
 def linked_photo(uow: UnitOfWork, event_id: str, runner_id: str) -> str | None:
     """The photo of the face a selfie-less runner is linked to (any face model), or None."""
-    faces = [face_id for m in uow.session.scalars(select(Face.model_id).where(Face.event_id == event_id).distinct())
+    faces = [face_id for m in bib_face_models(uow, event_id, runner_id)
              for _, face_id, _ in linked_faces(uow, event_id, m, [runner_id])]
     if not faces:
         return None
     return uow.session.scalar(select(Face.photo_id).where(Face.id == faces[0]))
+
+
+def bib_face_models(uow: UnitOfWork, event_id: str, runner_id: str) -> list[str]:
+    """The face models of the faces this runner's bib was read on (not a scan of the event's faces)."""
+    return list(uow.session.scalars(
+        select(Face.model_id).distinct().join(BibRead, BibRead.face_id == Face.id)
+        .join(Runner, (BibRead.event_id == Runner.event_id) & (BibRead.number == Runner.bib))
+        .where(Runner.id == runner_id, BibRead.event_id == event_id).order_by(Face.model_id)))
 
 
 def bib_runners_of_photo(uow: UnitOfWork, event_id: str, photo_id: str) -> list[str]:

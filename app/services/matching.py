@@ -29,8 +29,9 @@ MATCH_RUNNER search sees the faces), and unique(face_id) / unique(runner_id, pho
 Bib numbers: photos with a bib read go through `bib_matching.resolve` instead of `assign` (the
 face+bib rule is written down there); runners without a selfie are matched by the face their bib
 was read on (`bib_matching.linked_faces`), a row of the runner matrix: a photo that moves such a
-link bumps `runners_version` under the exclusive lock, and the cache reads these rows again at
-every new version.
+link bumps `runners_version` under the exclusive lock and stamps the runner, and the cache reads
+the links of the stamped runners again (not every link: on race day after a start-list import
+most photos move one).
 
 Privacy: only `privacy.matchable_faces()` are ever compared (not excluded by an erasure, template
 not purged), and once an event's templates are purged a recompute keeps the stored matches
@@ -130,13 +131,15 @@ class RunnerSet:
 @dataclass(frozen=True)
 class _Cached:
     """One cache entry: the runners with a selfie (id order, `position` of each id) and the
-    selfie-less runners' linked faces, as of `version`; `runners` is both, what callers get."""
+    selfie-less runners' linked faces, as of `version`; `runners` is both, what callers get.
+    `bib_runners`: every selfie-less runner with a bib (linked or not yet), to see deletions."""
 
     version: int
     selfies: RunnerSet
     position: dict[str, int]
     linked: RunnerSet
     runners: RunnerSet
+    bib_runners: frozenset[str]
 
 
 class RunnerCache:
@@ -147,13 +150,17 @@ class RunnerCache:
     whose `changed_version` (stamped at every ORM write, app/db/runner.py) is at least the cached
     version replace or join the cached ones. At least, not above: a writer may flush its rows
     before bumping the version in the same transaction. A deletion is seen by a count: the rows
-    the cache would hold against the rows stored, any difference reads everything again. Linked
-    faces (selfie-less runners, bib_matching.linked_faces) depend on photos too, so they are read
-    again at every version change (one query; none in an event without a start list).
+    the cache would hold against the rows stored, any difference reads everything again (an
+    erasure, whose faces are excluded, always deletes a runner). Linked faces (selfie-less
+    runners, bib_matching.linked_faces) depend on photos too: whatever moves a link stamps the
+    runner (`_links_moved`), so only the changed runners' links are read again. Reading every
+    link at every version cost a scan of the event's bib reads and faces per photo on race day
+    (bench/scale.py --start-list).
 
     Only fill it in transactions that have not changed runners or faces themselves (a rollback
-    would leave the cache holding a state that was never committed). Bounded to a few events,
-    least recent out.
+    would leave the cache holding a state that was never committed), or, for a transaction
+    storing a new photo's faces, with `without_photo` set to it. Bounded to a few events, least
+    recent out.
     """
 
     def __init__(self, max_events: int = 8) -> None:
@@ -164,18 +171,24 @@ class RunnerCache:
         self.partial_loads = 0  # reads of only the rows changed since the cached version
 
     def get(self, uow: UnitOfWork, event_id: str, model_id: str, version: int) -> RunnerSet:
+        return self.entry(uow, event_id, model_id, version).runners
+
+    def entry(self, uow: UnitOfWork, event_id: str, model_id: str, version: int, *,
+              without_photo: str | None = None) -> _Cached:
+        """The entry at `version`; `without_photo`: a new photo whose faces this transaction
+        holds uncommitted, left out of any read (see the class docstring)."""
         key = (event_id, model_id)
         with self._lock:
             hit = self._sets.get(key)
             if hit is not None and hit.version == version:
                 self._sets.move_to_end(key)
-                return hit.runners
+                return hit
         entry = None
         if hit is not None and hit.version < version:
-            entry = _changed_since(uow, event_id, model_id, hit, version)
+            entry = _changed_since(uow, event_id, model_id, hit, version, without_photo)
         full = entry is None
         if entry is None:
-            entry = _load_entry(uow, event_id, model_id, version)
+            entry = _load_entry(uow, event_id, model_id, version, without_photo)
         with self._lock:
             if full:
                 self.loads += 1
@@ -185,40 +198,67 @@ class RunnerCache:
             self._sets.move_to_end(key)
             while len(self._sets) > self.max_events:
                 self._sets.popitem(last=False)
-        return entry.runners
+        return entry
 
     def clear(self) -> None:
         with self._lock:
             self._sets.clear()
 
 
-def _load_entry(uow: UnitOfWork, event_id: str, model_id: str, version: int) -> _Cached:
+def _load_entry(uow: UnitOfWork, event_id: str, model_id: str, version: int,
+                without_photo: str | None = None) -> _Cached:
     selfies = _selfie_runners(uow, event_id, model_id)
+    bib_runners = frozenset(uow.session.scalars(
+        select(Runner.id).where(Runner.event_id == event_id, Runner.embedding.is_(None), Runner.bib.is_not(None))))
     return _entry(version, selfies, {runner_id: i for i, runner_id in enumerate(selfies.ids)},
-                  _linked_runners(uow, event_id, model_id))
+                  _linked_runners(uow, event_id, model_id, without_photo=without_photo), bib_runners)
 
 
-def _entry(version: int, selfies: RunnerSet, position: dict[str, int], linked: RunnerSet) -> _Cached:
+def _entry(version: int, selfies: RunnerSet, position: dict[str, int], linked: RunnerSet,
+           bib_runners: frozenset[str]) -> _Cached:
+    return _Cached(version, selfies, position, linked, _joined(selfies, linked), bib_runners)
+
+
+def _joined(selfies: RunnerSet, linked: RunnerSet) -> RunnerSet:
+    """The runner matrix: selfies, then linked faces, each in id order (as a full read gives them)."""
     if not len(linked.ids):
-        both = selfies
-    elif not len(selfies.ids):
-        both = linked
-    else:
-        both = RunnerSet(np.concatenate([selfies.ids, linked.ids]), np.hstack([selfies.columns, linked.columns]))
-    return _Cached(version, selfies, position, linked, both)
+        return selfies
+    if not len(selfies.ids):
+        return linked
+    return RunnerSet(np.concatenate([selfies.ids, linked.ids]), np.hstack([selfies.columns, linked.columns]))
 
 
-def _changed_since(uow: UnitOfWork, event_id: str, model_id: str, cached: _Cached, version: int) -> _Cached | None:
+def _with_links(linked: RunnerSet, refreshed: Iterable[str], rows: list[tuple[str, str, bytes]]) -> RunnerSet:
+    """`linked` with the runners in `refreshed` replaced by `rows` (linked_faces of them), id order."""
+    gone = set(refreshed)
+    kept = [i for i, runner_id in enumerate(linked.ids) if runner_id not in gone]
+    if not rows:
+        return RunnerSet(linked.ids[kept], np.ascontiguousarray(linked.columns[:, kept]))
+    fresh = _runner_set([(runner_id, embedding) for runner_id, _, embedding in rows])
+    if not kept:
+        return fresh
+    ids = np.concatenate([linked.ids[kept], fresh.ids])
+    order = np.argsort(ids, kind="stable")
+    return RunnerSet(ids[order], np.ascontiguousarray(np.hstack([linked.columns[:, kept], fresh.columns])[:, order]))
+
+
+def _changed_since(uow: UnitOfWork, event_id: str, model_id: str, cached: _Cached, version: int,
+                   without_photo: str | None = None) -> _Cached | None:
     """`cached` brought to `version` from the rows changed since; None when only a full read can
     tell (a runner was deleted, or left this model)."""
     rows = uow.session.execute(
-        select(Runner.id, Runner.model_id, Runner.embedding)
+        select(Runner.id, Runner.model_id, Runner.embedding, Runner.bib)
         .where(Runner.event_id == event_id, Runner.changed_version >= cached.version).order_by(Runner.id)
     ).all()
     old = cached.selfies
     replaced: list[tuple[int, bytes]] = []
     added: list[tuple[str, bytes]] = []
-    for runner_id, row_model, embedding in rows:
+    bib_runners = set(cached.bib_runners)
+    for runner_id, row_model, embedding, bib in rows:
+        if embedding is None and bib is not None:
+            bib_runners.add(runner_id)
+        else:
+            bib_runners.discard(runner_id)
         at = cached.position.get(runner_id)
         if row_model != model_id or embedding is None:
             if at is not None:
@@ -231,6 +271,10 @@ def _changed_since(uow: UnitOfWork, event_id: str, model_id: str, cached: _Cache
         Runner.event_id == event_id, Runner.model_id == model_id, Runner.embedding.is_not(None)))
     if stored != len(old.ids) + len(added):
         return None  # a deletion (or a row written without its version): read everything
+    stored_bib = uow.session.scalar(select(func.count()).select_from(Runner).where(
+        Runner.event_id == event_id, Runner.embedding.is_(None), Runner.bib.is_not(None)))
+    if stored_bib != len(bib_runners):
+        return None  # a selfie-less runner deleted: read everything
     selfies, position = old, cached.position
     if replaced or added:
         dim = old.dim if len(old.ids) else len((replaced or added)[0][1]) // 4
@@ -248,7 +292,14 @@ def _changed_since(uow: UnitOfWork, event_id: str, model_id: str, cached: _Cache
             ids, columns = ids[order], np.ascontiguousarray(columns[:, order])
         selfies = RunnerSet(ids, columns)
         position = {runner_id: i for i, runner_id in enumerate(ids)} if added else position
-    return _entry(version, selfies, position, _linked_runners(uow, event_id, model_id))
+    # links of the changed runners only: a moved link stamps its runner (`_links_moved`), a new
+    # selfie takes a runner out of the linked ones, a new or changed bib may give one a link
+    changed = [runner_id for runner_id, *_ in rows]
+    linked = cached.linked
+    if changed:
+        linked = _with_links(linked, changed, bib_matching.linked_faces(
+            uow, event_id, model_id, [r for r in changed if r in bib_runners], without_photo=without_photo))
+    return _entry(version, selfies, position, linked, frozenset(bib_runners))
 
 
 runner_cache = RunnerCache()
@@ -310,7 +361,7 @@ def read_event_state(uow: UnitOfWork, event_id: str) -> EventState:
 
 def load_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
     """Every runner of the event for this model (with a selfie, then linked faces), read now."""
-    return _entry(0, _selfie_runners(uow, event_id, model_id), {}, _linked_runners(uow, event_id, model_id)).runners
+    return _joined(_selfie_runners(uow, event_id, model_id), _linked_runners(uow, event_id, model_id))
 
 
 def _selfie_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
@@ -327,8 +378,9 @@ def _selfie_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
     return RunnerSet(np.concatenate([p.ids for p in parts]), np.hstack([p.columns for p in parts]))
 
 
-def _linked_runners(uow: UnitOfWork, event_id: str, model_id: str) -> RunnerSet:
-    return _runner_set([(runner_id, emb) for runner_id, _, emb in bib_matching.linked_faces(uow, event_id, model_id)])
+def _linked_runners(uow: UnitOfWork, event_id: str, model_id: str, *, without_photo: str | None = None) -> RunnerSet:
+    return _runner_set([(runner_id, emb) for runner_id, _, emb
+                        in bib_matching.linked_faces(uow, event_id, model_id, without_photo=without_photo)])
 
 
 def _runner_set(rows) -> RunnerSet:  # type: ignore[no-untyped-def]
@@ -402,7 +454,8 @@ def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], thre
     rejected = set(uow.session.execute(
         select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
     ).all())
-    evidence = bib_matching.load_evidence(uow, event_id, photo_ids)
+    evidence = bib_matching.load_evidence(uow, event_id, photo_ids,
+                                          {runner_id for part in computed for runner_id in part.runner_ids})
     candidates: list[bib_matching.Candidate] = []
     wanted: bib_matching.WantedMatches = {}
     for part in computed:
@@ -482,25 +535,31 @@ def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
     webhooks.runners_matched(uow, {m.runner_id for m in current if m.id in gone} | {m["runner_id"] for m in added})
 
 
-def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
+def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -> None:
     """A freshly processed photo: match its faces against every runner of its event.
 
     The similarities are computed first with the cached runner matrix; the shared lock is taken
     only to confirm the runner version and threshold and to write (module docstring). A photo
     with a selfie-less runner's bib on one of its faces takes the exclusive lock instead: that
     runner's link (their row of the runner matrix) may move to this photo, and then their other
-    photos (by the old and the new face) are recomputed.
+    photos (by the old and the new face) are recomputed. `first_faces`: this transaction stored
+    the photo's first faces (none are committed), so the runner matrices come from the cache,
+    with only these runners' links read again (`_runners_with_photo`), not read whole.
     """
     event_id = photo.event_id
     if bib_matching.bib_runners_of_photo(uow, event_id, photo.id):
         event = lock_event(uow, event_id)
-        moved = [runner_id for runner_id in bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
-                 if bib_matching.linked_photo(uow, event_id, runner_id) == photo.id]
+        on_photo = bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
+        committed = event.runners_version  # under the exclusive lock: nobody else moves it
+        faces = dict(uow.session.execute(select(Face.id, Face.model_id).where(Face.photo_id == photo.id)).all())
+        links = {m: bib_matching.linked_faces(uow, event_id, m, on_photo) for m in sorted(set(faces.values()))}
+        moved = sorted({runner_id for rows in links.values() for runner_id, face_id, _ in rows if face_id in faces})
         if moved:
-            event = runners_changed(uow, event_id)
-        rematch_photos(uow, event, [photo.id])
+            event = _links_moved(uow, event_id, moved)
+        runner_sets = _runners_with_photo(uow, event_id, photo.id, committed, on_photo, links) if first_faces else None
+        rematch_photos(uow, event, [photo.id], runner_sets)
         for runner_id in moved:
-            _rematch_runner_photos(uow, event, runner_id)
+            _rematch_runner_photos(uow, event, runner_id, runner_sets=runner_sets)
         return
     before = read_event_state(uow, event_id)
     computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version,
@@ -513,6 +572,27 @@ def on_photo_done(uow: UnitOfWork, photo: Photo) -> None:
             or state.match_threshold < before.match_threshold):  # or a lower threshold: more runners count
         computed = _similarities(uow, event_id, [photo.id], None, state.runners_version, state.match_threshold)
     _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
+
+
+def _links_moved(uow: UnitOfWork, event_id: str, runner_ids: list[str]) -> Event:
+    """The links of these selfie-less runners moved: bump the version and stamp them, so every
+    worker's cache reads their links again (and only theirs, RunnerCache)."""
+    event = runners_changed(uow, event_id)
+    uow.session.execute(update(Runner).where(Runner.id.in_(runner_ids))
+                        .values(changed_version=event.runners_version).execution_options(synchronize_session=False))
+    return event
+
+
+def _runners_with_photo(uow: UnitOfWork, event_id: str, photo_id: str, version: int, runner_ids: list[str],
+                        links: dict[str, list[tuple[str, str, bytes]]]) -> dict[str, RunnerSet]:
+    """The runner matrices as this transaction sees them, for a photo whose first faces it
+    stored (uncommitted) with the bibs of `runner_ids` on them: the process cache at the committed
+    `version` read without the photo, with those runners' `links` (per face model, read with it)."""
+    sets = {}
+    for model_id, rows in links.items():
+        entry = runner_cache.entry(uow, event_id, model_id, version, without_photo=photo_id)
+        sets[model_id] = _joined(entry.selfies, _with_links(entry.linked, runner_ids, rows))
+    return sets
 
 
 def photo_faces_replaced(uow: UnitOfWork, event_id: str, photo_id: str, replace: Callable[[], None]) -> None:
@@ -528,7 +608,7 @@ def photo_faces_replaced(uow: UnitOfWork, event_id: str, photo_id: str, replace:
     """
     moved = [runner_id for runner_id in bib_matching.bib_runners_of_photo(uow, event_id, photo_id)
              if bib_matching.linked_photo(uow, event_id, runner_id) == photo_id]
-    event = runners_changed(uow, event_id) if moved else None
+    event = _links_moved(uow, event_id, moved) if moved else None
     replace()
     if moved:
         uow.session.flush()  # the new faces and reads, for the runners' next link
@@ -574,7 +654,8 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
 
 
 def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
-                           presearch: tuple[float, list[str]] | None = None, *, cached: bool = False) -> None:
+                           presearch: tuple[float, list[str]] | None = None, *, cached: bool = False,
+                           runner_sets: dict[str, RunnerSet] | None = None) -> None:
     """Rematch every photo the runner may be in: a face similar to theirs (selfie, or the face
     their bib was read on), their bib read, or a match they hold now (a re-enrolled runner, new
     template, may lose photos the old one matched). Call with the event locked.
@@ -582,7 +663,8 @@ def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
     Similar faces come from the face matrix (`candidate_photos`); `presearch` is a search for
     the selfie made before the lock at (threshold, photos), used unless the threshold was
     lowered meanwhile. `cached`: the runner matrices may come from the process cache (see
-    `rematch_photos`); under the lock its version includes this runner.
+    `rematch_photos`); under the lock its version includes this runner. `runner_sets`: the
+    matrices this transaction already holds (see `rematch_photos`).
     """
     runner = uow.session.get(Runner, runner_id)
     probes: list[tuple[str, bytes]] = []
@@ -591,7 +673,7 @@ def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
     elif runner.embedding is not None:
         probes.append((runner.model_id or "", runner.embedding))
     else:
-        probes += [(m, emb) for m in _face_models(uow, event.id)
+        probes += [(m, emb) for m in bib_matching.bib_face_models(uow, event.id, runner_id)
                    for _, _, emb in bib_matching.linked_faces(uow, event.id, m, [runner_id])]
     found: set[str] = set(bib_matching.photos_with_bib(uow, event.id, runner.bib))
     found |= set(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
@@ -603,13 +685,9 @@ def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
         vector = np.frombuffer(embedding, dtype=np.float32)
         found |= set(candidate_photos(uow, event.id, model_id, vector, event.match_threshold - CANDIDATE_MARGIN))
     candidates = sorted(found)
-    runner_sets: dict[str, RunnerSet] = {}
+    runner_sets = {} if runner_sets is None else runner_sets
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):
         rematch_photos(uow, event, candidates[start:start + PHOTOS_PER_CHUNK], runner_sets, cached=cached)
-
-
-def _face_models(uow: UnitOfWork, event_id: str) -> list[str]:
-    return list(uow.session.scalars(select(Face.model_id).where(Face.event_id == event_id).distinct()))
 
 
 def sweep_unmatched_runners(uow: UnitOfWork, *, stale_after: timedelta, limit: int = 500) -> list[str]:

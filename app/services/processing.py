@@ -214,7 +214,8 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
                 photo_service.replace_bib_reads(
                     uow, photo, bib_rows(photo_id, event_id, ctx.bib_reader.model_id, reads, face_list))
 
-        if photo.face_count:
+        reprocessed = bool(photo.face_count)
+        if reprocessed:
             # reprocessed: its old faces, reads and matches go, and a bib link on them moves. The
             # event's exclusive lock first, the order every writer keeps (review C5): moving a link
             # bumps the event row, which a shared lock would have to upgrade, and two photos
@@ -223,7 +224,8 @@ def _store_results(ctx: ProcessingContext, photo_id: str, event_id: str, analysi
             matching.photo_faces_replaced(uow, event_id, photo_id, replace)
         else:
             replace()
-        matching.on_photo_done(uow, photo)  # its faces against the event's runners (shared event lock)
+        # its faces against the event's runners (shared event lock)
+        matching.on_photo_done(uow, photo, first_faces=not reprocessed)
     _done_photo_finished(ctx, event_id)
     return "done"
 

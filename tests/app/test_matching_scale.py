@@ -249,7 +249,7 @@ class SyntheticEvent:
                                          face_id=rows[i].id, x1=0, y1=0, x2=10, y2=10, score=0.9, text_px=20)
                                  for i, number in (bibs or {}).items()])
             uow.session.flush()
-            matching.on_photo_done(uow, photo)
+            matching.on_photo_done(uow, photo, first_faces=True)  # as processing calls it
             return photo.id
 
     def matched(self, photo_id: str) -> set[str]:
@@ -341,6 +341,60 @@ def test_runner_cache_follows_a_bib_link_that_a_photo_moves(db, request):
     assert event.enrol("kim@example.com", vector(3), bib="42") == kim < selfie
     assert event.served(other) == event.stored() == [(kim, vector(3).tobytes()), (selfie, vector(0).tobytes())]
     assert loads(other) == (1, 3)
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_photos_that_move_bib_links_read_only_those_links_never_all_of_them(db, request, monkeypatch):
+    """Race day after a start-list import: most photos carry a start-list bib and many move a link.
+    Each photo reads again only the links of the runners on it (and a cache catching up, only the
+    stamped ones): reading every link meant a scan of the event's bib reads and faces per photo."""
+    from app.services import bib_matching
+
+    event = SyntheticEvent(request.getfixturevalue(db))
+    matching.runner_cache.clear()
+    other = matching.RunnerCache()
+    event.start_list("bib,name\n" + "".join(f"{40 + n},Runner {n}\n" for n in range(4)))
+    selfie = event.enrol("selfie@example.com", vector(0))
+    event.photo([vector(1), vector(2)], sizes=[50.0, 50.0], bibs={0: "40", 1: "41"})
+    assert event.served(other) == event.stored()
+    whole_reads = []
+    linked_faces = bib_matching.linked_faces
+
+    def counted(uow, event_id, model_id, runner_ids=None, **kwargs):  # type: ignore[no-untyped-def]
+        if runner_ids is None:
+            whole_reads.append(event_id)
+        return linked_faces(uow, event_id, model_id, runner_ids, **kwargs)
+
+    monkeypatch.setattr(bib_matching, "linked_faces", counted)
+    listed = [r for r, _ in event.stored() if r != selfie]
+    moved = event.photo([vector(3), vector(4)], sizes=[80.0, 20.0], bibs={0: "40", 1: "42"})  # 40 moves, 42 new
+    assert len(event.matched(moved)) == 2 and listed[0] in event.matched(moved)
+    assert event.served(other) == event.stored()  # the other worker catches up from the stamps
+    assert event.matched(event.photo([vector(3), vector(0)])) == {listed[0], selfie}  # by the moved link
+    assert event.matched(event.photo([vector(1)])) == set()  # the old link is never served again
+    assert event.served(matching.runner_cache) == event.stored()
+    whole_reads.clear()  # the two `stored()` above read every link on purpose
+    event.photo([vector(5)], sizes=[90.0], bibs={0: "41"})
+    assert event.served(other) == event.stored()
+    assert whole_reads == [event.id]  # `stored()` only: neither the photo nor either cache read them all
+    assert loads(other)[0] == 1  # and no cache read everything else again either
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_a_deleted_start_list_runner_is_never_served_again(db, request):
+    """A selfie-less runner's deletion (erasure) is seen by the count of such runners: the cache
+    reads everything again rather than keep their linked face."""
+    event = SyntheticEvent(request.getfixturevalue(db))
+    matching.runner_cache.clear()
+    other = matching.RunnerCache()
+    event.start_list("bib,name\n50,Ann\n51,Bo\n")
+    event.photo([vector(1), vector(2)], sizes=[50.0, 50.0], bibs={0: "50", 1: "51"})
+    by_face = {v: r for r, v in event.stored()}
+    ann, bo = by_face[vector(1).tobytes()], by_face[vector(2).tobytes()]
+    assert event.served(other) == event.stored() and len(event.stored()) == 2
+    event.delete(ann)
+    assert event.served(other) == event.stored() == [(bo, vector(2).tobytes())]
+    assert event.matched(event.photo([vector(1)])) == set()  # Ann's face matches nobody now
 
 
 @pytest.mark.parametrize("db", BOTH_DATABASES)
