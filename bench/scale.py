@@ -1,7 +1,7 @@
 """Matching at event scale on PostgreSQL (a benchmark, not a test): prints numbers for people.
 
     .venv/bin/python bench/scale.py [--small] [--quick] [--url postgresql+psycopg://postgres@127.0.0.1/postgres]
-        [--keep] [--reuse DATABASE] [--profile DIR]
+        [--keep] [--reuse DATABASE] [--profile DIR] [--start-list N]
 
 Creates a scratch database, fills one synthetic event with runners and processed photos (20k
 runners and 1M faces; --small: 2k and 100k) through COPY, then measures with the project's own
@@ -12,6 +12,8 @@ services (app/services/matching.py):
 4. the matching step's photos/s with 1 and 2 worker processes on the same event.
 Wall and CPU time are both printed: the machine is shared, so judge the per-core cost by CPU.
 Embeddings are random unit vectors; each runner appears (cosine about 0.6) in some photos.
+`--start-list N` adds N runners without a selfie and reads their bibs on 6 faces of every photo
+(race day after a start-list import): each photo then takes the bib path of `on_photo_done`.
 The scratch database is dropped at the end (`--keep` keeps it and prints its name; `--reuse NAME`
 measures on a kept one instead of filling a new one: filling 1M faces takes minutes). `--profile
 DIR` writes cProfile statistics (CPU time) of the warm per-photo loop and of each new runner to
@@ -56,8 +58,9 @@ FACES_PER_PHOTO = 18
 THRESHOLD = 0.48
 MODEL_ID = "yunet-2023mar+sface-2021dec"
 SHARE_OF_RUNNER_FACES = 0.3  # faces that belong to an enrolled runner; the rest are bystanders
-TIMED_PHOTOS = 200  # photos held back (faces stored, not yet matched) for the per-photo timings
+TIMED_PHOTOS = 200  # photos held back (faces kept aside, stored when timed) for the per-photo timings
 HELD_PREFIX = "held-"  # their file names start with it (found again by --reuse)
+BIBS_PER_PHOTO = 6  # --start-list: start-list bibs read on the faces of each photo
 
 
 class Recorder:
@@ -92,8 +95,13 @@ def bytea(vector: np.ndarray) -> str:
     return "\\\\x" + vector.astype(np.float32).tobytes().hex()
 
 
-def fill(url: str, n_runners: int, n_faces: int, seed: int = 7) -> tuple[str, list[str], np.ndarray]:
-    """The event, its runners and photos; returns (event id, held-back photo ids, identities)."""
+def fill(url: str, n_runners: int, n_faces: int, seed: int = 7,
+         start_list: int = 0) -> tuple[str, list[str], np.ndarray]:
+    """The event, its runners and photos; returns (event id, held-back photo ids, identities).
+
+    `start_list`: that many more runners without a selfie, bibs 1..N, and on every photo the bibs
+    of BIBS_PER_PHOTO of them read on its faces (the held-back photos too), as on race day after
+    a start-list import: each photo then goes through the bib path of `on_photo_done`."""
     rng = np.random.default_rng(seed)
     engine = make_engine(url)
     with unit_of_work(make_sessionmaker(engine)) as uow:
@@ -125,6 +133,8 @@ def fill(url: str, n_runners: int, n_faces: int, seed: int = 7) -> tuple[str, li
                     "6000", "4000"]
                    for pid in photo_ids))
 
+        read_on: list[tuple[str, str]] = []  # --start-list: (photo id, face id) of the faces with a bib read
+
         def faces():  # type: ignore[no-untyped-def]
             landmarks = "[[10,10],[20,10],[15,15],[11,20],[19,20]]"
             for start in range(0, n_photos, 1000):
@@ -134,20 +144,49 @@ def fill(url: str, n_runners: int, n_faces: int, seed: int = 7) -> tuple[str, li
                 mine = rng.random(len(vectors)) < SHARE_OF_RUNNER_FACES
                 vectors[mine] = vectors[mine] * 0.8 + identities[owners[mine]] * 0.6  # cosine ~0.6 to the runner
                 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                sizes = rng.integers(40, 400, len(vectors))  # a start-list runner's link is their largest face
                 for k, vector in enumerate(vectors):
-                    yield [new_id(), block[k // FACES_PER_PHOTO], event_id, "0", "0", "100", "100", "0.9", "100",
+                    face_id, photo_id = new_id(), block[k // FACES_PER_PHOTO]
+                    if start_list and k % FACES_PER_PHOTO < BIBS_PER_PHOTO:
+                        read_on.append((photo_id, face_id))
+                    yield [face_id, photo_id, event_id, "0", "0", "100", "100", "0.9", str(sizes[k]),
                            landmarks, bytea(vector), MODEL_ID]
 
         copy_rows(raw.driver_connection, "faces",
                   ["id", "photo_id", "event_id", "x1", "y1", "x2", "y2", "score", "size_px", "landmarks", "embedding",
                    "model_id"], faces())
+        if start_list:
+            copy_rows(raw.driver_connection, "runners",
+                      ["id", "event_id", "name", "email", "bib", "from_start_list", "consent_at", "created_at"],
+                      ([new_id(), event_id, f"Listed {i}", f"l{i}@example.org", str(i), "t", now, now]
+                       for i in range(1, start_list + 1)))
+            bibs = rng.integers(1, start_list + 1, len(read_on))
+            copy_rows(raw.driver_connection, "bib_reads",
+                      ["id", "photo_id", "event_id", "face_id", "number", "x1", "y1", "x2", "y2", "score", "text_px",
+                       "model_id"],
+                      ([new_id(), photo_id, event_id, face_id, str(bib), "0", "0", "10", "10", "0.9", "20", "ppocr"]
+                       for (photo_id, face_id), bib in zip(read_on, bibs)))
         raw.commit()
     finally:
         raw.close()
     with engine.begin() as conn:
+        # the held-back photos' faces and bib reads wait in tables of their own: each timed photo
+        # stores them in its own transaction, as processing does, so none is committed before
+        for table in ("faces", "bib_reads"):
+            conn.execute(text(f"CREATE TABLE held_{table} AS SELECT * FROM {table} WHERE photo_id = ANY(:ids)"),
+                         {"ids": sorted(held)})
+        conn.execute(text("DELETE FROM faces WHERE photo_id = ANY(:ids)"), {"ids": sorted(held)})  # reads cascade
         conn.execute(text("ANALYZE"))
     engine.dispose()
     return event_id, sorted(held), identities
+
+
+def store_held_faces(uow, photo_id: str) -> Photo:  # type: ignore[no-untyped-def]
+    """A held-back photo's faces and bib reads stored in this transaction; the photo, to match."""
+    for table in ("faces", "bib_reads"):
+        uow.session.execute(text(f"INSERT INTO {table} SELECT * FROM held_{table} WHERE photo_id = :p"),
+                            {"p": photo_id})
+    return uow.session.get(Photo, photo_id)
 
 
 def reuse(url: str, n_runners: int, seed: int = 7) -> tuple[str, list[str], np.ndarray]:
@@ -160,7 +199,8 @@ def reuse(url: str, n_runners: int, seed: int = 7) -> tuple[str, list[str], np.n
         conn.execute(text("UPDATE events SET runners_version = runners_version + 1 WHERE id = :e"), {"e": event_id})
         held = list(conn.execute(text("SELECT id FROM photos WHERE event_id = :e AND filename LIKE :p ORDER BY id"),
                                  {"e": event_id, "p": HELD_PREFIX + "%"}).scalars())
-        stored = conn.execute(text("SELECT count(*) FROM runners WHERE event_id = :e"), {"e": event_id}).scalar_one()
+        stored = conn.execute(text("SELECT count(*) FROM runners WHERE event_id = :e AND embedding IS NOT NULL"),
+                              {"e": event_id}).scalar_one()  # a start list's runners have none
     engine.dispose()
     if stored != n_runners:
         raise SystemExit(f"the kept database has {stored} runners, not {n_runners}: pass the same --small/--runners")
@@ -207,6 +247,7 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
     """One worker process: `on_photo_done` per photo, one transaction each, as processing does."""
     engine = make_engine(url)
     make_session = make_sessionmaker(engine)
+    matching.runner_cache.clear()  # forked from a process whose cache saw the held faces come and go
     with unit_of_work(make_session) as uow:  # warm the runner cache off the clock
         matching.runner_cache.get(uow, event_id, MODEL_ID, matching.read_event_state(uow, event_id).runners_version)
         backend = uow.session.scalar(text("SELECT pg_backend_pid()"))  # one unit of work at a time: one connection
@@ -225,8 +266,8 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
     c0, w0, b0 = time.process_time(), time.perf_counter(), process_cpu_s(backend)
     for photo_id in photo_ids:
         with unit_of_work(make_session) as uow:
-            photo = uow.session.get(Photo, photo_id)
-            matching.on_photo_done(uow, photo)
+            photo = store_held_faces(uow, photo_id)
+            matching.on_photo_done(uow, photo, first_faces=True)
             photo.status = "done"
     results.put((len(photo_ids), time.perf_counter() - w0, time.process_time() - c0, lock_wait[0],
                  process_cpu_s(backend) - b0))
@@ -237,6 +278,7 @@ def reset_photos(url: str, photo_ids: list[str]) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM matches WHERE photo_id = ANY(:ids)"), {"ids": photo_ids})
+        conn.execute(text("DELETE FROM faces WHERE photo_id = ANY(:ids)"), {"ids": photo_ids})  # reads cascade
         conn.execute(text("UPDATE photos SET status = 'processing' WHERE id = ANY(:ids)"), {"ids": photo_ids})
     engine.dispose()
 
@@ -285,7 +327,7 @@ def per_photo(url: str, event_id: str, photo_ids: list[str], profile_dir: str | 
         with profile if n else Profile(None, ""):  # the warm photos only
             c0, w0 = time.process_time(), time.perf_counter()
             with unit_of_work(make_session) as uow:
-                matching.on_photo_done(uow, uow.session.get(Photo, photo_id))
+                matching.on_photo_done(uow, store_held_faces(uow, photo_id), first_faces=True)
             times.append((time.perf_counter() - w0, time.process_time() - c0))
     engine.dispose()
     profile.report()
@@ -376,6 +418,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
     parser.add_argument("--reuse", metavar="DATABASE", help="measure on a database kept by --keep instead of filling")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the warm per-photo loop and the new runners")
+    parser.add_argument("--start-list", type=int, default=0, metavar="N",
+                        help=f"N more runners without a selfie (a start list), {BIBS_PER_PHOTO} of their bibs read "
+                             "on each photo's faces")
     args = parser.parse_args()
     n_runners = args.runners or (2_000 if args.small else 20_000)
     n_faces = args.faces or (100_000 if args.small else 1_000_000)
@@ -394,8 +439,9 @@ def main() -> None:
             event_id, held, identities = reuse(url, n_runners)
             print(f"reusing {name}: {n_runners} runners, {n_faces} faces (as filled)", flush=True)
         else:
-            event_id, held, identities = fill(url, n_runners, n_faces)
-            print(f"filled {n_runners} runners, {n_faces} faces in {n_faces // FACES_PER_PHOTO} photos "
+            event_id, held, identities = fill(url, n_runners, n_faces, start_list=args.start_list)
+            listed = f" and a start list of {args.start_list}" if args.start_list else ""
+            print(f"filled {n_runners} runners{listed}, {n_faces} faces in {n_faces // FACES_PER_PHOTO} photos "
                   f"in {time.perf_counter() - t0:.0f} s", flush=True)
         if not args.quick:
             print(f"initial matching of every photo: {initial_matches(url, event_id):.1f} s", flush=True)
