@@ -256,10 +256,13 @@ def _links_replaced_in_place(linked: RunnerSet, refreshed: set[str],
     at = np.searchsorted(linked.ids, wanted)
     if (at >= len(linked.ids)).any() or list(linked.ids[at]) != list(wanted):
         return None
-    columns = linked.columns.copy()
     index = dict(zip(wanted, at))
-    for runner_id, _, embedding in rows:
-        columns[:, index[runner_id]] = np.frombuffer(embedding, np.float32)
+    vectors = {runner_id: np.frombuffer(embedding, np.float32) for runner_id, _, embedding in rows}
+    if all(np.array_equal(linked.columns[:, index[r]], v) for r, v in vectors.items()):
+        return linked  # nothing moved (most photos): the same matrix, no copy
+    columns = linked.columns.copy()
+    for runner_id, vector in vectors.items():
+        columns[:, index[runner_id]] = vector
     return RunnerSet(linked.ids, columns)
 
 
@@ -612,7 +615,8 @@ def _runners_with_photo(uow: UnitOfWork, event_id: str, photo_id: str, version: 
     sets = {}
     for model_id, rows in links.items():
         entry = runner_cache.entry(uow, event_id, model_id, version, without_photo=photo_id)
-        sets[model_id] = _joined(entry.selfies, _with_links(entry.linked, runner_ids, rows))
+        linked = _with_links(entry.linked, runner_ids, rows)
+        sets[model_id] = entry.runners if linked is entry.linked else _joined(entry.selfies, linked)
     return sets
 
 
