@@ -215,6 +215,7 @@ class WorkerSupervisor:
         while (process := self._spawn()) is not None:
             started = time.monotonic()
             code = process.wait()
+            _kill_group(process)
             if self._stopping.is_set():
                 return
             ran_s = time.monotonic() - started
@@ -236,14 +237,24 @@ class WorkerSupervisor:
 
 
 def _stop(worker: subprocess.Popen) -> None:
-    if worker.poll() is not None:
-        return
-    worker.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the current task
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the current task
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    _kill_group(worker)
+
+
+def _kill_group(worker: subprocess.Popen) -> None:
+    """What a worker that is gone leaves behind: killed with SIGKILL (an OOM kill), Celery's pool
+    processes outlive it, each holding the networks' memory. They are in its process group (it
+    leads one, start_new_session), which no other process can take while any of them lives."""
     try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+        os.killpg(worker.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # none left
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -30,6 +30,22 @@ def worker_pids(log_path) -> list[int]:
     return [int(pid) for pid in WORKER_STARTED.findall(log_path.read_text())]
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Processes (not zombies) in this process group: a worker's pool processes are in its group."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, _ppid, group = f.read().rsplit(")", 1)[1].split()[:3]
+        except OSError:
+            continue  # gone meanwhile
+        if int(group) == pgid and state != "Z":
+            members.append(int(entry))
+    return members
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("supervised") / "data"
@@ -80,8 +96,11 @@ def test_readyz_reports_a_worker_that_is_gone_and_a_dead_worker_is_restarted(ser
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: client.get("/readyz").status_code == 200, "readyz ok again", log_path)
 
+    assert live_group_members(pid)[1:], "the worker's pool processes run beside it"
     os.kill(pid, signal.SIGKILL)  # an OOM kill
     wait_for(lambda: worker_pids(log_path)[-1] != pid, "a restarted worker", log_path)
+    # its pool processes go with it, not left behind holding the networks' memory
+    wait_for(lambda: not live_group_members(pid), "the killed worker's pool processes gone", log_path, timeout=15)
     assert re.search(rf"worker \(pid {pid}\) exited with code -9 after \d+ s; restarting it in 2 s", log_path.read_text())
     wait_for(lambda: client.get("/readyz").status_code == 200, "the new worker ready", log_path)
     event_id = upload_one(client, faces_dir, "andy_roddick", 2)
