@@ -258,15 +258,6 @@ def linked_faces(uow: UnitOfWork, event_id: str, model_id: str, runner_ids: Sequ
     return [(runner_id, face_id, embedding) for runner_id, face_id, embedding in rows]
 
 
-def linked_photo(uow: UnitOfWork, event_id: str, runner_id: str) -> str | None:
-    """The photo of the face a selfie-less runner is linked to (any face model), or None."""
-    faces = [face_id for m in bib_face_models(uow, event_id, runner_id)
-             for _, face_id, _ in linked_faces(uow, event_id, m, [runner_id])]
-    if not faces:
-        return None
-    return uow.session.scalar(select(Face.photo_id).where(Face.id == faces[0]))
-
-
 def bib_face_models(uow: UnitOfWork, event_id: str, runner_id: str) -> list[str]:
     """The face models of the faces this runner's bib was read on (not a scan of the event's faces)."""
     return list(uow.session.scalars(

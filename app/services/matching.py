@@ -575,9 +575,7 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
         event = lock_event(uow, event_id)
         on_photo = bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
         committed = event.runners_version  # under the exclusive lock: nobody else moves it
-        faces = dict(uow.session.execute(select(Face.id, Face.model_id).where(Face.photo_id == photo.id)).all())
-        links = {m: bib_matching.linked_faces(uow, event_id, m, on_photo) for m in sorted(set(faces.values()))}
-        moved = sorted({runner_id for rows in links.values() for runner_id, face_id, _ in rows if face_id in faces})
+        links, moved = _links_on_photo(uow, event_id, photo.id, on_photo)
         if moved:
             event = _links_moved(uow, event_id, moved)
         runner_sets = _runners_with_photo(uow, event_id, photo.id, committed, on_photo, links) if first_faces else None
@@ -596,6 +594,18 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
             or state.match_threshold < before.match_threshold):  # or a lower threshold: more runners count
         computed = _similarities(uow, event_id, [photo.id], None, state.runners_version, state.match_threshold)
     _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
+
+
+def _links_on_photo(uow: UnitOfWork, event_id: str, photo_id: str,
+                    runner_ids: list[str]) -> tuple[dict[str, list[tuple[str, str, bytes]]], list[str]]:
+    """The links of these selfie-less runners for each face model of the photo's faces, and the
+    runners among them linked to a face of this photo (their link moves when it changes)."""
+    if not runner_ids:
+        return {}, []
+    faces = dict(uow.session.execute(select(Face.id, Face.model_id).where(Face.photo_id == photo_id)).all())
+    links = {m: bib_matching.linked_faces(uow, event_id, m, runner_ids) for m in sorted(set(faces.values()))}
+    moved = sorted({runner_id for rows in links.values() for runner_id, face_id, _ in rows if face_id in faces})
+    return links, moved
 
 
 def _links_moved(uow: UnitOfWork, event_id: str, runner_ids: list[str]) -> Event:
@@ -631,8 +641,7 @@ def photo_faces_replaced(uow: UnitOfWork, event_id: str, photo_id: str, replace:
     this photo, when it is reprocessed and the bib is read again), or none. Other photos'
     matches never depend on this photo's faces.
     """
-    moved = [runner_id for runner_id in bib_matching.bib_runners_of_photo(uow, event_id, photo_id)
-             if bib_matching.linked_photo(uow, event_id, runner_id) == photo_id]
+    _, moved = _links_on_photo(uow, event_id, photo_id, bib_matching.bib_runners_of_photo(uow, event_id, photo_id))
     event = _links_moved(uow, event_id, moved) if moved else None
     replace()
     if moved:
