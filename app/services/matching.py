@@ -319,10 +319,9 @@ def _changed_since(uow: UnitOfWork, event_id: str, model_id: str, cached: _Cache
     # links of the changed runners only: a moved link stamps its runner (`_links_moved`), a new
     # selfie takes a runner out of the linked ones, a new or changed bib may give one a link
     changed = [runner_id for runner_id, *_ in rows]
-    linked = cached.linked
-    if changed:
-        linked = _with_links(linked, changed, bib_matching.linked_faces(
-            uow, event_id, model_id, [r for r in changed if r in bib_runners], without_photo=without_photo))
+    refreshed = [runner_id for runner_id in changed if runner_id in bib_runners]
+    links = bib_matching.linked_faces(uow, event_id, model_id, refreshed, without_photo=without_photo) if refreshed else []
+    linked = _with_links(cached.linked, changed, links) if links or len(cached.linked.ids) else cached.linked
     return _entry(version, selfies, position, linked, frozenset(bib_runners))
 
 
