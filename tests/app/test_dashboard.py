@@ -291,7 +291,7 @@ def test_upload_without_script_streams_the_body_and_checks_the_form_token_before
                             headers={"Content-Type": CONTENT_TYPE})
     assert answer.status_code == 403 and answer.json()["code"] == "csrf_failed"
     assert signed_in.get(f"/dashboard/events/{event_id}/stats").json()["photos"] == 0
-    assert not any(staging.iterdir()) if staging.exists() else True
+    assert not (staging.exists() and any(staging.iterdir()))
 
     answer = signed_in.post(f"/dashboard/events/{event_id}/photos", data={"csrf_token": csrf}, files=[photo])
     assert answer.status_code == 200
