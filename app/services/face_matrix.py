@@ -180,7 +180,9 @@ class EventFaces:
                 self.blocks[block][offset:offset + n] = vectors[part]
             at += n
 
-    def search(self, vector: np.ndarray, threshold: float) -> set[str]:
+    def search(self, vector: np.ndarray, threshold: float, first_row: int = 0) -> set[str]:
+        """Photos with a row from `first_row` on whose int8 product reaches `threshold` (less the
+        rounding margin)."""
         found: set[str] = set()
         # A few rows of int8 at a time as float32, small enough to stay in the CPU cache, times the
         # query by BLAS: 2.5x faster than numpy's integer product, and exact (every partial sum is
@@ -189,14 +191,25 @@ class EventFaces:
         query = quantised(vector).astype(np.float32 if exact else np.int32)
         scratch = np.empty((SEARCH_ROWS, self.dim), query.dtype)
         bar = (threshold - INT8_MARGIN) * SCALE * SCALE
-        for block, (vectors, photo_of_row) in enumerate(zip(self.blocks, self.row_photo)):
+        for block in range(first_row // BLOCK_ROWS, len(self.blocks)):
+            vectors, photo_of_row = self.blocks[block], self.row_photo[block]
             used = min(BLOCK_ROWS, self.size - block * BLOCK_ROWS)
-            for start in range(0, used, SEARCH_ROWS):
+            for start in range(max(first_row - block * BLOCK_ROWS, 0), used, SEARCH_ROWS):
                 rows = scratch[:min(SEARCH_ROWS, used - start)]
                 rows[...] = vectors[start:start + len(rows)]
                 photos = photo_of_row[start + np.flatnonzero(rows @ query >= bar)]
                 found.update(self.photo_ids[i] for i in np.unique(photos[photos >= 0]))
         return found
+
+
+@dataclass(frozen=True)
+class SearchMark:
+    """Where a search left an event's matrix: the build it searched and the rows it had. A later
+    search `after` it reads only the rows appended since (photos processed or reprocessed
+    meanwhile), so a search made before taking the event lock can be completed under it."""
+
+    built_at: datetime
+    rows: int
 
 
 class FaceMatrixCache:
@@ -211,13 +224,22 @@ class FaceMatrixCache:
 
     def candidates(self, uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray,
                    threshold: float) -> list[str]:
+        """Photos with a face at least `threshold` similar to `vector` (a superset)."""
+        return self.search(uow, event_id, model_id, vector, threshold)[0]
+
+    def search(self, uow: UnitOfWork, event_id: str, model_id: str, vector: np.ndarray, threshold: float, *,
+               after: SearchMark | None = None) -> tuple[list[str], SearchMark | None]:
+        """`candidates`, and the mark to search only what comes after (None: the event's templates
+        are purged). `after`: only the rows appended since that mark, unless the matrix was
+        rebuilt since (then all)."""
         with self._lock:  # one search per process at a time; the matrix is not shared state
             if uow.session.scalar(select(Event.biometrics_purged_at).where(Event.id == event_id)) is not None:
                 for key in [k for k in self._events if k[0] == event_id]:  # retention over: forget them
                     del self._events[key]
-                return []
+                return [], None
             faces = self._synced(uow, event_id, model_id, len(vector))
-            return sorted(faces.search(vector, threshold))
+            first_row = after.rows if after is not None and after.built_at == faces.built_at else 0
+            return sorted(faces.search(vector, threshold, first_row)), SearchMark(faces.built_at, faces.size)
 
     def clear(self) -> None:
         with self._lock:

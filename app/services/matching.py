@@ -31,7 +31,9 @@ face+bib rule is written down there); runners without a selfie are matched by th
 was read on (`bib_matching.linked_faces`), a row of the runner matrix: a photo that moves such a
 link bumps `runners_version` under the exclusive lock and stamps the runner, and the cache reads
 the links of the stamped runners again (not every link: on race day after a start-list import
-most photos move one).
+most photos move one). The search over the event's faces for a moved link's photos runs before
+that lock, like a new runner's, and under it only the faces committed since are searched
+(`Presearch`): the lock covers the rematch, not the search.
 
 Privacy: only `privacy.matchable_faces()` are ever compared (not excluded by an erasure, template
 not purged), and once an event's templates are purged a recompute keeps the stored matches
@@ -55,7 +57,7 @@ from app.services import bib_matching
 from app.services import events as event_service
 from app.jobs import MATCH_RUNNER, REMATCH_EVENT
 from app.services import privacy, webhooks
-from app.services.face_matrix import face_matrices
+from app.services.face_matrix import SearchMark, face_matrices
 
 # Candidate photos of a new runner are found with a slightly lower bar, so float rounding in a
 # different matrix shape can never hide a face that the per-photo recompute would accept.
@@ -571,6 +573,7 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
     """
     event_id = photo.event_id
     if bib_matching.bib_runners_of_photo(uow, event_id, photo.id):
+        searched = _presearch_moved_links(uow, event_id, photo.id)
         event = lock_event(uow, event_id)
         on_photo = bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
         committed = event.runners_version  # under the exclusive lock: nobody else moves it
@@ -580,7 +583,7 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
         runner_sets = _runners_with_photo(uow, event_id, photo.id, committed, on_photo, links) if first_faces else None
         rematch_photos(uow, event, [photo.id], runner_sets)
         for runner_id in moved:
-            _rematch_runner_photos(uow, event, runner_id, runner_sets=runner_sets)
+            _rematch_runner_photos(uow, event, runner_id, searched.get(runner_id), runner_sets=runner_sets)
         return
     before = read_event_state(uow, event_id)
     computed = [] if before.purged else _similarities(uow, event_id, [photo.id], None, before.runners_version,
@@ -605,6 +608,25 @@ def _links_on_photo(uow: UnitOfWork, event_id: str, photo_id: str,
     links = {m: bib_matching.linked_faces(uow, event_id, m, runner_ids) for m in sorted(set(faces.values()))}
     moved = sorted({runner_id for rows in links.values() for runner_id, face_id, _ in rows if face_id in faces})
     return links, moved
+
+
+def _presearch_moved_links(uow: UnitOfWork, event_id: str, photo_id: str) -> dict[str, dict[str, Presearch]]:
+    """Before the lock: the searches over the event's faces for the links this photo would move
+    (per runner, per face model), the largest part of moving one (40 ms CPU per 1M faces), so
+    that photos moving links hold the exclusive lock for their rematch only. The links are read
+    again under the lock; a search stands there only for the same face (`Presearch`)."""
+    state = read_event_state(uow, event_id)
+    if state.purged:
+        return {}
+    links, moved = _links_on_photo(uow, event_id, photo_id, bib_matching.bib_runners_of_photo(uow, event_id, photo_id))
+    wanted = set(moved)
+    searched: dict[str, dict[str, Presearch]] = {}
+    for model_id, rows in links.items():
+        for runner_id, face_id, embedding in rows:
+            if runner_id in wanted:
+                searched.setdefault(runner_id, {})[model_id] = presearch(
+                    uow, event_id, model_id, face_id, embedding, state.match_threshold)
+    return searched
 
 
 def _links_moved(uow: UnitOfWork, event_id: str, runner_ids: list[str]) -> Event:
@@ -661,6 +683,27 @@ def candidate_photos(uow: UnitOfWork, event_id: str, model_id: str, vector: np.n
     return face_matrices.candidates(uow, event_id, model_id, vector, threshold)
 
 
+@dataclass(frozen=True)
+class Presearch:
+    """A runner's search over the event's faces made before the event lock, for one face model:
+    the face searched for (None: their selfie), the threshold, the photos found, and where the
+    search left the face matrix. Under the lock it stands when the runner still has that face and
+    the threshold was not lowered; the rows appended since (photos committed meanwhile) are then
+    searched on their own (`face_matrix.SearchMark`)."""
+
+    face_id: str | None
+    threshold: float
+    photos: frozenset[str]
+    mark: SearchMark | None
+
+
+def presearch(uow: UnitOfWork, event_id: str, model_id: str, face_id: str | None, embedding: bytes,
+              threshold: float) -> Presearch:
+    photos, mark = face_matrices.search(uow, event_id, model_id, np.frombuffer(embedding, dtype=np.float32),
+                                        threshold - CANDIDATE_MARGIN)
+    return Presearch(face_id, threshold, frozenset(photos), mark)
+
+
 def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     """A new (or re-enrolled) runner: rematch every photo with a face similar enough to them, and
     the photos they hold now; returns their matches.
@@ -673,50 +716,51 @@ def match_runner(uow: UnitOfWork, runner_id: str) -> int:
     if runner is None or (runner.embedding is None and not runner.bib):
         return 0  # deleted meanwhile
     state = read_event_state(uow, runner.event_id)
-    presearch: tuple[float, list[str]] | None = None
-    if runner.embedding is not None and not state.purged:
-        # the search over the event's faces, before the lock
-        vector = np.frombuffer(runner.embedding, dtype=np.float32)
-        presearch = (state.match_threshold, candidate_photos(uow, runner.event_id, runner.model_id or "", vector,
-                                                             state.match_threshold - CANDIDATE_MARGIN))
+    searched: dict[str, Presearch] = {}
+    if runner.embedding is not None and not state.purged:  # the search over the event's faces, before the lock
+        model_id = runner.model_id or ""
+        searched[model_id] = presearch(uow, runner.event_id, model_id, None, runner.embedding, state.match_threshold)
     event = lock_event(uow, runner.event_id)
-    _rematch_runner_photos(uow, event, runner_id, presearch, cached=True)
+    _rematch_runner_photos(uow, event, runner_id, searched, cached=True)
     runner.matched_at = utcnow()
     webhooks.runners_matched(uow, [runner_id])  # their matching finished, changed or not
     return uow.session.scalar(select(func.count()).select_from(Match).where(Match.runner_id == runner_id)) or 0
 
 
 def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
-                           presearch: tuple[float, list[str]] | None = None, *, cached: bool = False,
+                           searched: dict[str, Presearch] | None = None, *, cached: bool = False,
                            runner_sets: dict[str, RunnerSet] | None = None) -> None:
     """Rematch every photo the runner may be in: a face similar to theirs (selfie, or the face
     their bib was read on), their bib read, or a match they hold now (a re-enrolled runner, new
     template, may lose photos the old one matched). Call with the event locked.
 
-    Similar faces come from the face matrix (`candidate_photos`); `presearch` is a search for
-    the selfie made before the lock at (threshold, photos), used unless the threshold was
-    lowered meanwhile. `cached`: the runner matrices may come from the process cache (see
+    Similar faces come from the face matrix (`candidate_photos`); `searched`: searches for them
+    made before the lock, per face model (`Presearch`), completed here by the faces that came
+    after them. `cached`: the runner matrices may come from the process cache (see
     `rematch_photos`); under the lock its version includes this runner. `runner_sets`: the
     matrices this transaction already holds (see `rematch_photos`).
     """
     runner = uow.session.get(Runner, runner_id)
-    probes: list[tuple[str, bytes]] = []
+    probes: list[tuple[str, str | None, bytes]] = []  # (face model, face id or None for a selfie, embedding)
     if event.biometrics_purged_at is not None:
         pass  # no templates left: the stored matches stand (rematch_photos)
     elif runner.embedding is not None:
-        probes.append((runner.model_id or "", runner.embedding))
+        probes.append((runner.model_id or "", None, runner.embedding))
     else:
-        probes += [(m, emb) for m in bib_matching.bib_face_models(uow, event.id, runner_id)
-                   for _, _, emb in bib_matching.linked_faces(uow, event.id, m, [runner_id])]
+        probes += [(m, face_id, emb) for m in bib_matching.bib_face_models(uow, event.id, runner_id)
+                   for _, face_id, emb in bib_matching.linked_faces(uow, event.id, m, [runner_id])]
     found: set[str] = set(bib_matching.photos_with_bib(uow, event.id, runner.bib))
     found |= set(uow.session.scalars(select(Match.photo_id).where(Match.runner_id == runner_id)))
-    for model_id, embedding in probes:
-        if (presearch is not None and runner.embedding is not None and model_id == (runner.model_id or "")
-                and event.match_threshold >= presearch[0]):
-            found |= set(presearch[1])
-            continue
+    for model_id, face_id, embedding in probes:
         vector = np.frombuffer(embedding, dtype=np.float32)
-        found |= set(candidate_photos(uow, event.id, model_id, vector, event.match_threshold - CANDIDATE_MARGIN))
+        bar = event.match_threshold - CANDIDATE_MARGIN
+        before = (searched or {}).get(model_id)
+        if (before is not None and before.mark is not None and before.face_id == face_id
+                and event.match_threshold >= before.threshold):
+            found |= before.photos
+            found |= set(face_matrices.search(uow, event.id, model_id, vector, bar, after=before.mark)[0])
+        else:
+            found |= set(candidate_photos(uow, event.id, model_id, vector, bar))
     candidates = sorted(found)
     runner_sets = {} if runner_sets is None else runner_sets
     for start in range(0, len(candidates), PHOTOS_PER_CHUNK):

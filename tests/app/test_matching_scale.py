@@ -415,6 +415,42 @@ def test_deleting_the_photo_of_a_bib_link_moves_the_link_and_rematches_the_runne
     assert event.matched(seen) == set()  # a face of the deleted photo no longer finds anyone
 
 
+@pytest.mark.postgres
+def test_a_photo_committed_while_another_moves_a_link_is_matched_by_the_moved_link(pg_world, monkeypatch):
+    """A photo that moves a start-list runner's link searches the event's faces for the new link
+    before it takes the exclusive lock, and completes that search under the lock: a photo
+    committed in between (matched by then against the old link) is matched by the new one."""
+    from app.services.face_matrix import EventFaces
+
+    event = SyntheticEvent(pg_world)
+    event.start_list("bib,name\n42,Kim\n")
+    event.photo([vector(1)], sizes=[50.0], bibs={0: "42"})
+    [(kim, _)] = event.stored()
+    searches = []  # (under the event lock?, first row) of every search over the face matrix
+    locked = []
+    lock_event, search = matching.lock_event, EventFaces.search
+    meanwhile: list[str] = []
+
+    def lock_after_another_photo(uow, event_id):  # type: ignore[no-untyped-def]
+        if not meanwhile:  # the first photo's lock only: another worker commits a photo just before
+            meanwhile.append(event.photo([vector(2)]))
+        locked.append(True)
+        return lock_event(uow, event_id)
+
+    def recorded(self, vector, threshold, first_row=0):  # type: ignore[no-untyped-def]
+        searches.append((bool(locked), first_row))
+        return search(self, vector, threshold, first_row)
+
+    monkeypatch.setattr(matching, "lock_event", lock_after_another_photo)
+    monkeypatch.setattr(EventFaces, "search", recorded)
+    moving = event.photo([vector(2)], sizes=[80.0], bibs={0: "42"})  # larger: Kim's link moves here
+    assert event.stored() == [(kim, vector(2).tobytes())]
+    assert event.matched(moving) == {kim}
+    assert event.matched(meanwhile[0]) == {kim}  # found under the lock, after the search before it
+    assert searches[0] == (False, 0)  # the whole matrix, before the lock
+    assert all(first_row > 0 for under_lock, first_row in searches if under_lock)  # only what came after
+
+
 def reprocess(world: World, make_session, photo_id: str, event_id: str, vec: np.ndarray) -> str:  # type: ignore[no-untyped-def]
     """The worker's last stage (processing._store_results) for a photo claimed again, as a retry
     would: one face of `vec`, and no bib read any more."""
@@ -584,6 +620,13 @@ def test_face_matrix_grows_by_blocks_and_searches_exactly_as_the_integer_product
         query = quantised(probe).astype(np.int64)
         exact = {p for p, v in photos.items() if (quantised(v).astype(np.int64) @ query >= bar).any()}
         assert faces.search(probe, threshold) == exact
+        for first_row in (1, 37, 64, 150, faces.size):  # a search completing an earlier one: rows from there on
+            later = set()
+            for p, v in photos.items():
+                start, end, _ = faces.rows_of(p)
+                if end > first_row and (quantised(v[max(first_row - start, 0):]).astype(np.int64) @ query >= bar).any():
+                    later.add(p)
+            assert faces.search(probe, threshold, first_row) == later
 
 
 @pytest.mark.postgres
