@@ -95,6 +95,7 @@ SEARCH_ROWS = 4096  # rows multiplied at a time: 2 MB as float32 at 128 dimensio
 # covers transactions still open at that sync and clock skew between worker machines.
 SYNC_SLACK = timedelta(seconds=120)
 REBUILD_EVERY = timedelta(minutes=30)  # and from scratch now and then, whatever else happened
+SYNC_PHOTOS_PER_READ = 500  # photo ids per IN list when a sync reads new photos' faces
 
 
 @dataclass
@@ -284,21 +285,22 @@ def _stored_faces(uow: UnitOfWork, event_id: str) -> int:
 def _sync(uow: UnitOfWork, faces: EventFaces, event_id: str, model_id: str, dim: int, now: datetime) -> bool:
     """Read what changed since the last sync; False when the matrix must be rebuilt instead."""
     since = faces.synced_at - SYNC_SLACK
-    rows = uow.session.execute(
-        select(Photo.id, Photo.processed_at, Face.embedding).join(Face, Face.photo_id == Photo.id)
-        .where(Photo.event_id == event_id, Photo.status == PhotoStatus.done.value,
-               Photo.processed_at >= since, Face.model_id == model_id, privacy.matchable_faces())
-        .order_by(Photo.id, Face.id)
-    ).all()
-    by_photo: dict[str, list[bytes]] = {}
-    processed: dict[str, datetime] = {}
-    for photo_id, processed_at, embedding in rows:
-        by_photo.setdefault(photo_id, []).append(embedding)
-        processed[photo_id] = processed_at
-    for photo_id, blobs in by_photo.items():
-        known = faces.rows_of(photo_id)
-        if known is not None and processed[photo_id].timestamp() <= known[2]:
-            continue  # the same version of the photo as we hold
+    # Photos first, faces only of those not held as processed: the slack re-reads every photo of
+    # the last two minutes, which on race day is thousands of faces a sync (a sync per new runner
+    # and per moved bib link); their embeddings were most of PostgreSQL's work per search.
+    processed = {photo_id: processed_at for photo_id, processed_at in uow.session.execute(
+        select(Photo.id, Photo.processed_at).where(Photo.event_id == event_id, Photo.status == PhotoStatus.done.value,
+                                                   Photo.processed_at >= since))}
+    stale = sorted(photo_id for photo_id, processed_at in processed.items()
+                   if (known := faces.rows_of(photo_id)) is None or processed_at.timestamp() > known[2])
+    by_photo: dict[str, list[bytes]] = {photo_id: [] for photo_id in stale}
+    for start in range(0, len(stale), SYNC_PHOTOS_PER_READ):
+        for photo_id, embedding in uow.session.execute(
+                select(Face.photo_id, Face.embedding)
+                .where(Face.photo_id.in_(stale[start:start + SYNC_PHOTOS_PER_READ]), Face.model_id == model_id,
+                       privacy.matchable_faces()).order_by(Face.photo_id, Face.id)):
+            by_photo[photo_id].append(embedding)
+    for photo_id, blobs in by_photo.items():  # a photo with no face of this model is tracked with no rows
         vectors = np.frombuffer(b"".join(blobs), np.float32).reshape(-1, dim)
         faces.append(photo_id, vectors, processed[photo_id])
     # faces excluded since (an erasure, app/services/privacy.py): their photos' rows are replaced by

@@ -572,8 +572,9 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
     with only these runners' links read again (`_runners_with_photo`), not read whole.
     """
     event_id = photo.event_id
-    if bib_matching.bib_runners_of_photo(uow, event_id, photo.id):
-        searched = _presearch_moved_links(uow, event_id, photo.id)
+    with_bib = bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
+    if with_bib:
+        searched = _presearch_moved_links(uow, event_id, photo.id, with_bib)
         event = lock_event(uow, event_id)
         on_photo = bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
         committed = event.runners_version  # under the exclusive lock: nobody else moves it
@@ -610,15 +611,17 @@ def _links_on_photo(uow: UnitOfWork, event_id: str, photo_id: str,
     return links, moved
 
 
-def _presearch_moved_links(uow: UnitOfWork, event_id: str, photo_id: str) -> dict[str, dict[str, Presearch]]:
+def _presearch_moved_links(uow: UnitOfWork, event_id: str, photo_id: str,
+                           runner_ids: list[str]) -> dict[str, dict[str, Presearch]]:
     """Before the lock: the searches over the event's faces for the links this photo would move
-    (per runner, per face model), the largest part of moving one (40 ms CPU per 1M faces), so
-    that photos moving links hold the exclusive lock for their rematch only. The links are read
-    again under the lock; a search stands there only for the same face (`Presearch`)."""
+    (of these selfie-less runners with their bib on it; per runner, per face model), the largest
+    part of moving one (40 ms CPU per 1M faces), so that photos moving links hold the exclusive
+    lock for their rematch only. The links are read again under the lock; a search stands there
+    only for the same face (`Presearch`)."""
     state = read_event_state(uow, event_id)
     if state.purged:
         return {}
-    links, moved = _links_on_photo(uow, event_id, photo_id, bib_matching.bib_runners_of_photo(uow, event_id, photo_id))
+    links, moved = _links_on_photo(uow, event_id, photo_id, runner_ids)
     wanted = set(moved)
     searched: dict[str, dict[str, Presearch]] = {}
     for model_id, rows in links.items():

@@ -147,6 +147,43 @@ def test_face_matrix_cache_follows_new_reprocessed_and_deleted_photos(world):
     assert every == (set(ids.values()) | set(more.values())) - {gone}
 
 
+def test_face_matrix_sync_reads_the_faces_of_new_photos_only(world):
+    """Every search syncs the matrix with the photos processed in the last minutes (the slack
+    covers transactions committed late): it reads their faces only when it does not hold that
+    version of the photo. It used to read every face of those minutes, at every search."""
+    from sqlalchemy import event as sa_event
+
+    from app.services.face_matrix import FaceMatrixCache
+
+    cache = FaceMatrixCache()
+    event = SyntheticEvent(world)
+    photos = [event.photo([vector(i), vector(50 + i)]) for i in range(3)]
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, parameters, *_args) -> None:  # type: ignore[no-untyped-def]
+        if "faces.embedding" in statement:
+            statements.append(" ".join(str(p) for p in (parameters.values() if isinstance(parameters, dict)
+                                                         else parameters)))
+
+    def search() -> set[str]:
+        engine = world.app.state.make_session.kw["bind"]
+        sa_event.listen(engine, "before_cursor_execute", record)
+        try:
+            with unit_of_work(event.make_session) as uow:
+                return set(cache.candidates(uow, event.id, MODEL, vector(0), 0.9))
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", record)
+
+    assert search() == {photos[0]}  # built
+    assert search() == {photos[0]}  # the photos of the last minutes before the build, read once again
+    statements.clear()
+    assert search() == {photos[0]} and statements == []  # every photo is held as processed
+    newer = event.photo([vector(0)])
+    assert search() == {photos[0], newer}
+    assert len(statements) == 1 and newer in statements[0]  # its faces only
+    assert not any(p in statements[0] for p in photos)
+
+
 def test_face_matrix_never_offers_excluded_or_purged_faces(world):
     """Erasure marks faces excluded and retention purges templates: the in-memory matrix follows
     at its next search (privacy.matchable_faces), it never waits for the periodic rebuild."""
