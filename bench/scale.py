@@ -248,8 +248,11 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
     engine = make_engine(url)
     make_session = make_sessionmaker(engine)
     matching.runner_cache.clear()  # forked from a process whose cache saw the held faces come and go
-    with unit_of_work(make_session) as uow:  # warm the runner cache off the clock
+    with unit_of_work(make_session) as uow:  # warm the runner cache and the face matrix off the clock
         matching.runner_cache.get(uow, event_id, MODEL_ID, matching.read_event_state(uow, event_id).runners_version)
+        # a worker builds the event's face matrix once (the first moved bib link or new runner:
+        # "new runner, first" above), then only syncs it
+        matching.candidate_photos(uow, event_id, MODEL_ID, np.zeros(DIM, np.float32), 2.0)
         backend = uow.session.scalar(text("SELECT pg_backend_pid()"))  # one unit of work at a time: one connection
     lock_wait = [0.0]
     share_event = matching.share_event

@@ -24,6 +24,7 @@ class Photo(IdMixin, Base):
         Index(None, "status", "queued_at"),
         Index(None, "event_id", "id"),  # cursor paging of an event's photos
         Index(None, "event_id", "status", "id"),  # the same, filtered by status
+        Index(None, "event_id", "processed_at"),  # the face matrix's sync: photos processed since
         # the sweeper's scan for lost or stale work, over waiting photos only
         Index("ix_photos_waiting", "queued_at",
               postgresql_where=text("status IN ('pending', 'processing')"),

@@ -96,6 +96,11 @@ SEARCH_ROWS = 4096  # rows multiplied at a time: 2 MB as float32 at 128 dimensio
 SYNC_SLACK = timedelta(seconds=120)
 REBUILD_EVERY = timedelta(minutes=30)  # and from scratch now and then, whatever else happened
 SYNC_PHOTOS_PER_READ = 500  # photo ids per IN list when a sync reads new photos' faces
+# How often a sync counts the event's stored faces against the live rows, to rebuild after a
+# deletion. Rows of a deleted photo only add its id to a search's superset until then (its
+# faces are gone, so its rematch finds nothing); the count itself is a pass over every photo of
+# the event (30 ms at 55k photos), which at every search was a large part of race day's matching.
+COUNT_EVERY = timedelta(seconds=30)
 
 
 @dataclass
@@ -111,6 +116,7 @@ class EventFaces:
     built_at: datetime
     synced_at: datetime
     dim: int
+    counted_at: datetime | None = None  # the last count of the event's stored faces (COUNT_EVERY)
     blocks: list[np.ndarray] = field(default_factory=list)  # (BLOCK_ROWS, dim) int8, unit vectors x SCALE
     row_photo: list[np.ndarray] = field(default_factory=list)  # (BLOCK_ROWS,) int32 photo index; -1: dead row
     photo_ids: list[str] = field(default_factory=list)
@@ -251,8 +257,7 @@ class FaceMatrixCache:
         now = utcnow()
         faces = self._events.get(key)
         if faces is not None and now - faces.built_at < REBUILD_EVERY:
-            # more rows than stored faces: photos or faces were deleted
-            if _sync(uow, faces, event_id, model_id, dim, now) and faces.live <= _stored_faces(uow, event_id):
+            if _sync(uow, faces, event_id, model_id, dim, now) and not _rows_of_deleted_faces(uow, faces, event_id, now):
                 return faces
         if len(self._events) >= self.max_events and key not in self._events:
             self._events.pop(next(iter(self._events)))
@@ -261,7 +266,7 @@ class FaceMatrixCache:
 
 
 def _build(uow: UnitOfWork, event_id: str, model_id: str, dim: int, now: datetime) -> EventFaces:
-    faces = EventFaces(now, now, dim)
+    faces = EventFaces(now, now, dim, counted_at=now)  # every stored face read: nothing to count yet
     known = now - SYNC_SLACK  # photos processed just before the build are read again at the next sync
     for photo_ids, matrix in event_face_chunks(uow, event_id, model_id, dim):
         order = np.argsort(photo_ids, kind="stable")
@@ -275,6 +280,15 @@ def _build(uow: UnitOfWork, event_id: str, model_id: str, dim: int, now: datetim
 def quantised(vectors: np.ndarray) -> np.ndarray:
     """Unit float vectors as int8 (x SCALE, rounded)."""
     return np.clip(np.rint(np.asarray(vectors, np.float32) * SCALE), -SCALE, SCALE).astype(np.int8)
+
+
+def _rows_of_deleted_faces(uow: UnitOfWork, faces: EventFaces, event_id: str, now: datetime) -> bool:
+    """True when the matrix holds more live rows than the event has faces (photos or faces were
+    deleted: rebuild); counted at most every COUNT_EVERY."""
+    if faces.counted_at is not None and now - faces.counted_at < COUNT_EVERY:
+        return False
+    faces.counted_at = now
+    return faces.live > _stored_faces(uow, event_id)
 
 
 def _stored_faces(uow: UnitOfWork, event_id: str) -> int:
