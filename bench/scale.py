@@ -346,6 +346,9 @@ def new_runner_child(url: str, event_id: str, vectors: list[np.ndarray], results
     the second finds it in memory (warm, only photos processed since are read)."""
     engine = make_engine(url)
     make_session = make_sessionmaker(engine)
+    # a fresh matching worker: forked from the process that ran the per-photo phase, whose bib
+    # photos (--start-list) built the face matrix
+    matching.face_matrices.clear()
     for n, vector in enumerate(vectors):
         profile = Profile(profile_dir, f"new_runner_{n + 1}")
         results.put(_one_new_runner(make_session, event_id, vector, profile))
