@@ -182,11 +182,15 @@ def fill(url: str, n_runners: int, n_faces: int, seed: int = 7,
 
 
 def store_held_faces(uow, photo_id: str) -> Photo:  # type: ignore[no-untyped-def]
-    """A held-back photo's faces and bib reads stored in this transaction; the photo, to match."""
+    """A held-back photo's faces and bib reads stored in this transaction, and the photo marked
+    done now, as the worker does before matching it (the face matrices' syncs read it); the
+    photo, to match."""
     for table in ("faces", "bib_reads"):
         uow.session.execute(text(f"INSERT INTO {table} SELECT * FROM held_{table} WHERE photo_id = :p"),
                             {"p": photo_id})
-    return uow.session.get(Photo, photo_id)
+    photo = uow.session.get(Photo, photo_id)
+    photo.status, photo.processed_at = "done", utcnow()
+    return photo
 
 
 def reuse(url: str, n_runners: int, seed: int = 7) -> tuple[str, list[str], np.ndarray]:
@@ -269,9 +273,7 @@ def match_photos(url: str, event_id: str, photo_ids: list[str], start, results) 
     c0, w0, b0 = time.process_time(), time.perf_counter(), process_cpu_s(backend)
     for photo_id in photo_ids:
         with unit_of_work(make_session) as uow:
-            photo = store_held_faces(uow, photo_id)
-            matching.on_photo_done(uow, photo, first_faces=True)
-            photo.status = "done"
+            matching.on_photo_done(uow, store_held_faces(uow, photo_id), first_faces=True)
     results.put((len(photo_ids), time.perf_counter() - w0, time.process_time() - c0, lock_wait[0],
                  process_cpu_s(backend) - b0))
     engine.dispose()
