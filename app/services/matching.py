@@ -473,9 +473,10 @@ def _similarities(uow: UnitOfWork, event_id: str, photo_ids: list[str], runner_s
 
 
 def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], threshold: float,
-                      computed: list[_PhotoFaces]) -> None:
+                      computed: list[_PhotoFaces], *, none_stored: bool = False) -> None:
     """The assignment from precomputed similarities (`assign`, or the face+bib rule
-    `bib_matching.resolve` when the photos have bib reads), then only the difference is written."""
+    `bib_matching.resolve` when the photos have bib reads), then only the difference is written
+    (`none_stored`: the photos can have no stored match, see `_write_difference`)."""
     rejected = set(uow.session.execute(
         select(MatchRejection.photo_id, MatchRejection.runner_id).where(MatchRejection.photo_id.in_(photo_ids))
     ).all())
@@ -498,7 +499,7 @@ def _assign_and_write(uow: UnitOfWork, event_id: str, photo_ids: list[str], thre
         wanted = bib_matching.resolve(candidates, evidence.reads, runner_of_bib=evidence.runner_of_bib,
                                       bib_of_runner=evidence.bib_of_runner, threshold=threshold,
                                       rejected={(p, r) for p, r in rejected})
-    _write_difference(uow, event_id, photo_ids, wanted)
+    _write_difference(uow, event_id, photo_ids, wanted, none_stored=none_stored)
 
 
 def rematch_photos(uow: UnitOfWork, event: Event, photo_ids: list[str],
@@ -537,9 +538,12 @@ def _blocked(rejected: set[tuple[str, str]], photos: np.ndarray,
 
 
 def _write_difference(uow: UnitOfWork, event_id: str, photo_ids: list[str],
-                      wanted: bib_matching.WantedMatches) -> None:
+                      wanted: bib_matching.WantedMatches, *, none_stored: bool = False) -> None:
+    """`wanted` replaces the photos' stored matches. `none_stored`: the photos' faces are this
+    transaction's first (a match needs a face, and nobody else sees them yet), so there is no
+    stored match to read: one query less per processed photo."""
     session = uow.session
-    current = session.execute(
+    current = [] if none_stored else session.execute(
         select(Match.id, Match.photo_id, Match.face_id, Match.runner_id, Match.source)
         .where(Match.photo_id.in_(photo_ids))
     ).all()
@@ -569,7 +573,8 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
     runner's link (their row of the runner matrix) may move to this photo, and then their other
     photos (by the old and the new face) are recomputed. `first_faces`: this transaction stored
     the photo's first faces (none are committed), so the runner matrices come from the cache,
-    with only these runners' links read again (`_runners_with_photo`), not read whole.
+    with only these runners' links read again (`_runners_with_photo`), not read whole, and the
+    photo has no stored match to read.
     """
     event_id = photo.event_id
     with_bib = bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
@@ -596,7 +601,7 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
     if (state.runners_version != before.runners_version or before.purged  # enrolment or deletion meanwhile
             or state.match_threshold < before.match_threshold):  # or a lower threshold: more runners count
         computed = _similarities(uow, event_id, [photo.id], None, state.runners_version, state.match_threshold)
-    _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed)
+    _assign_and_write(uow, event_id, [photo.id], state.match_threshold, computed, none_stored=first_faces)
 
 
 def _links_on_photo(uow: UnitOfWork, event_id: str, photo_id: str,

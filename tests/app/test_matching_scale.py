@@ -697,3 +697,39 @@ def test_a_threshold_lowered_while_a_photo_computes_is_applied_to_every_runner(p
 
     monkeypatch.setattr(matching, "share_event", patched_meanwhile)
     assert event.matched(event.photo([halfway])) == {runner}
+
+
+@pytest.mark.parametrize("db", BOTH_DATABASES)
+def test_a_photo_processed_for_the_first_time_reads_no_stored_matches(db, request):
+    """A match needs a face, and a new photo's faces are its transaction's own: its matching
+    writes its matches without reading the photo's stored ones (one query less per photo), and
+    a photo processed again reads them, since it replaces them."""
+    from sqlalchemy import event as sa_event
+
+    world = request.getfixturevalue(db)
+    event = SyntheticEvent(world)
+    runner = event.enrol("r@example.com", vector(0))
+    event.photo([vector(1)])  # the runner matrix cached, off the count
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().startswith("SELECT") and "FROM matches" in statement:
+            statements.append(statement)
+
+    engine = world.app.state.make_session.kw["bind"]
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        photo = event.photo([vector(0), vector(2)])
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    assert event.matched(photo) == {runner}
+    assert statements == []
+    with unit_of_work(event.make_session, RecordingSender()) as uow:  # processed again: reads and replaces
+        from app.db import Photo
+
+        sa_event.listen(engine, "before_cursor_execute", record)
+        try:
+            matching.on_photo_done(uow, uow.session.get(Photo, photo))
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", record)
+    assert len(statements) == 1 and event.matched(photo) == {runner}
