@@ -3,8 +3,12 @@ and the background rematch. Real networks and real photos, as in test_matching.p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sa_event
 
 import numpy as np
 
@@ -13,6 +17,22 @@ from app.main import create_app
 from app.services import face_matrix, matching
 from tests.app.test_matching import ENROLLED, EVENT_PHOTOS, EXPECTED, InlineSender, World, world  # noqa: F401
 from tests.conftest import RecordingSender, migrated_settings, new_api_key
+
+
+@contextmanager
+def sql_run(world: World) -> Iterator[list[tuple[str, object]]]:
+    """The (statement, parameters) that the world's database runs inside the block."""
+    engine = world.app.state.make_session.kw["bind"]
+    executed: list[tuple[str, object]] = []
+
+    def record(_conn, _cursor, statement, parameters, *_args) -> None:  # type: ignore[no-untyped-def]
+        executed.append((statement, parameters))
+
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield executed
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.fixture
@@ -156,39 +176,34 @@ def test_face_matrix_sync_reads_the_faces_of_new_photos_only(world):
     covers transactions committed late): it reads their faces only when it does not hold that
     version of the photo. It used to read every face of those minutes, and to count the event's
     faces (to see deletions), at every search; the count now runs every COUNT_EVERY."""
-    from sqlalchemy import event as sa_event
-
     from app.services.face_matrix import FaceMatrixCache
 
     cache = FaceMatrixCache()
     event = SyntheticEvent(world)
     photos = [event.photo([vector(i), vector(50 + i)]) for i in range(3)]
-    statements: list[str] = []
 
-    def record(_conn, _cursor, statement, parameters, *_args) -> None:  # type: ignore[no-untyped-def]
-        if "sum(photos.face_count)" in statement:
-            statements.append("count")
-        if "faces.embedding" in statement:
-            statements.append(" ".join(str(p) for p in (parameters.values() if isinstance(parameters, dict)
-                                                         else parameters)))
+    def search() -> tuple[set[str], list[str]]:
+        """The photos found, and what the search read: "count" for a count of the event's faces,
+        the parameters (photo ids) of each read of face embeddings."""
+        with sql_run(world) as executed, unit_of_work(event.make_session) as uow:
+            found = set(cache.candidates(uow, event.id, MODEL, vector(0), 0.9))
+        reads = []
+        for statement, parameters in executed:
+            if "sum(photos.face_count)" in statement:
+                reads.append("count")
+            if "faces.embedding" in statement:
+                reads.append(" ".join(str(p) for p in (parameters.values() if isinstance(parameters, dict)
+                                                       else parameters)))
+        return found, reads
 
-    def search() -> set[str]:
-        engine = world.app.state.make_session.kw["bind"]
-        sa_event.listen(engine, "before_cursor_execute", record)
-        try:
-            with unit_of_work(event.make_session) as uow:
-                return set(cache.candidates(uow, event.id, MODEL, vector(0), 0.9))
-        finally:
-            sa_event.remove(engine, "before_cursor_execute", record)
-
-    assert search() == {photos[0]}  # built
-    assert search() == {photos[0]}  # the photos of the last minutes before the build, read once again
-    statements.clear()
-    assert search() == {photos[0]} and statements == []  # every photo is held as processed
+    assert search()[0] == {photos[0]}  # built
+    assert search()[0] == {photos[0]}  # the photos of the last minutes before the build, read once again
+    assert search() == ({photos[0]}, [])  # every photo is held as processed
     newer = event.photo([vector(0)])
-    assert search() == {photos[0], newer}
-    assert len(statements) == 1 and newer in statements[0]  # its faces only
-    assert not any(p in statements[0] for p in photos)
+    found, reads = search()
+    assert found == {photos[0], newer}
+    assert len(reads) == 1 and newer in reads[0]  # its faces only
+    assert not any(p in reads[0] for p in photos)
 
 
 def test_face_matrix_never_offers_excluded_or_purged_faces(world):
@@ -565,24 +580,13 @@ def test_two_photos_reprocessed_at_once_that_both_move_bib_links_do_not_deadlock
 def test_new_runners_and_background_rematches_take_the_runner_matrix_from_the_cache(db, request, monkeypatch):
     """Neither a new runner's matching nor each chunk of a background rematch reads every runner
     of the event again (counted as the SQL statements that do)."""
-    from sqlalchemy import event as sa_event
-
     world = request.getfixturevalue(db)
     event = SyntheticEvent(world)
     matching.runner_cache.clear()
     runners = [event.enrol(f"r{i}@example.com", vector(i)) for i in range(3)]
     # the first photo reads the runners; the fourth holds the newcomer's face, before they enrol
     photos = [event.photo([vector(i), vector(100 + i)]) for i in (0, 1, 2, 3, 0)]
-    statements: list[str] = []
-
-    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-        if ("FROM runners" in statement and "runners.embedding IS NOT NULL" in statement
-                and "ORDER BY runners.id" in statement and "count(" not in statement):
-            statements.append(statement)  # a full read of an event's runners
-
-    engine = world.app.state.make_session.kw["bind"]
-    sa_event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sql_run(world) as executed:
         newcomer = event.enrol("r3@example.com", vector(3))
         with unit_of_work(event.make_session, RecordingSender()) as uow:
             assert matching.match_runner(uow, newcomer) == 1
@@ -591,9 +595,10 @@ def test_new_runners_and_background_rematches_take_the_runner_matrix_from_the_ca
         for _ in range(3):  # 5 photos, 2 a chunk
             with unit_of_work(event.make_session, RecordingSender()) as uow:
                 matching.rematch_event_chunk(uow, event.id, chunk=2)
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", record)
-    assert statements == []
+    full_reads = [statement for statement, _ in executed  # a full read of an event's runners
+                  if "FROM runners" in statement and "runners.embedding IS NOT NULL" in statement
+                  and "ORDER BY runners.id" in statement and "count(" not in statement]
+    assert full_reads == []
     assert [event.matched(p) for p in photos] == [{r} for r in (*runners, newcomer, runners[0])]
 
 
@@ -704,32 +709,22 @@ def test_a_photo_processed_for_the_first_time_reads_no_stored_matches(db, reques
     """A match needs a face, and a new photo's faces are its transaction's own: its matching
     writes its matches without reading the photo's stored ones (one query less per photo), and
     a photo processed again reads them, since it replaces them."""
-    from sqlalchemy import event as sa_event
+    from app.db import Photo
 
     world = request.getfixturevalue(db)
     event = SyntheticEvent(world)
     runner = event.enrol("r@example.com", vector(0))
     event.photo([vector(1)])  # the runner matrix cached, off the count
-    statements: list[str] = []
 
-    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-        if statement.lstrip().startswith("SELECT") and "FROM matches" in statement:
-            statements.append(statement)
+    def reads_of_matches(executed: list[tuple[str, object]]) -> list[str]:
+        return [statement for statement, _ in executed
+                if statement.lstrip().startswith("SELECT") and "FROM matches" in statement]
 
-    engine = world.app.state.make_session.kw["bind"]
-    sa_event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sql_run(world) as executed:
         photo = event.photo([vector(0), vector(2)])
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", record)
     assert event.matched(photo) == {runner}
-    assert statements == []
+    assert reads_of_matches(executed) == []
     with unit_of_work(event.make_session, RecordingSender()) as uow:  # processed again: reads and replaces
-        from app.db import Photo
-
-        sa_event.listen(engine, "before_cursor_execute", record)
-        try:
+        with sql_run(world) as executed:
             matching.on_photo_done(uow, uow.session.get(Photo, photo))
-        finally:
-            sa_event.remove(engine, "before_cursor_execute", record)
-    assert len(statements) == 1 and event.matched(photo) == {runner}
+    assert len(reads_of_matches(executed)) == 1 and event.matched(photo) == {runner}
