@@ -581,6 +581,7 @@ def on_photo_done(uow: UnitOfWork, photo: Photo, *, first_faces: bool = False) -
     if with_bib:
         searched = _presearch_moved_links(uow, event_id, photo.id, with_bib)
         event = lock_event(uow, event_id)
+        # again, under the lock: one of them may have enrolled with a selfie meanwhile
         on_photo = bib_matching.bib_runners_of_photo(uow, event_id, photo.id)
         committed = event.runners_version  # under the exclusive lock: nobody else moves it
         links, moved = _links_on_photo(uow, event_id, photo.id, on_photo)
@@ -704,6 +705,10 @@ class Presearch:
     photos: frozenset[str]
     mark: SearchMark | None
 
+    def stands_for(self, face_id: str | None, threshold: float) -> bool:
+        """Whether it still covers a search for `face_id` at `threshold` (the one under the lock)."""
+        return self.mark is not None and self.face_id == face_id and threshold >= self.threshold
+
 
 def presearch(uow: UnitOfWork, event_id: str, model_id: str, face_id: str | None, embedding: bytes,
               threshold: float) -> Presearch:
@@ -763,8 +768,7 @@ def _rematch_runner_photos(uow: UnitOfWork, event: Event, runner_id: str,
         vector = np.frombuffer(embedding, dtype=np.float32)
         bar = event.match_threshold - CANDIDATE_MARGIN
         before = (searched or {}).get(model_id)
-        if (before is not None and before.mark is not None and before.face_id == face_id
-                and event.match_threshold >= before.threshold):
+        if before is not None and before.stands_for(face_id, event.match_threshold):
             found |= before.photos
             found |= set(face_matrices.search(uow, event.id, model_id, vector, bar, after=before.mark)[0])
         else:
